@@ -1,0 +1,72 @@
+"""Dependencies, exported as Annotated aliases so route signatures read as types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.db.engine import SessionFactory
+from shared.db.repository import JobRepository
+from shared.errors import InvalidToken
+from shared.jobs.dispatcher import Dispatcher
+from shared.jobs.executor import LocalExecutor
+from shared.jobs.registry import Registry
+from shared.jobs.service import JobService, Principal
+from shared.settings import Settings
+from shared.tokens import verify_token
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the lifespan builds once per process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionFactory
+    registry: Registry
+    redis: Redis
+    local: LocalExecutor
+    dispatcher: Dispatcher
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async with services.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+bearer = HTTPBearer(auto_error=False, description="A JWT from `jobq token SUBJECT`.")
+
+
+def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise InvalidToken("missing bearer token")
+    return verify_token(services.settings, credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_job_service(session: SessionDep, services: ServicesDep) -> JobService:
+    return JobService(JobRepository(session), services.registry)
+
+
+JobServiceDep = Annotated[JobService, Depends(get_job_service)]

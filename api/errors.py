@@ -1,0 +1,64 @@
+"""Domain errors and unreachable dependencies, rendered as HTTP in one place."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from shared.errors import InvalidToken, JobqError, Unavailable
+
+log = logging.getLogger("jobq.api")
+
+UNAVAILABLE = (
+    BrokerError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    PoolTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def _render(error: JobqError) -> JSONResponse:
+    headers = {}
+    if isinstance(error, InvalidToken):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, Unavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(
+        {"detail": jsonable_encoder(error.detail)}, status_code=error.status_code, headers=headers
+    )
+
+
+async def handle_jobq_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JobqError)
+    return _render(exc)
+
+
+async def handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, exc)
+    return _render(Unavailable())
+
+
+async def handle_database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+        return await handle_unavailable(request, exc)
+    # Anything else from the database is a bug, not an outage: let it surface.
+    raise exc
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(JobqError, handle_jobq_error)
+    app.add_exception_handler(DBAPIError, handle_database_error)
+    for error in UNAVAILABLE:
+        app.add_exception_handler(error, handle_unavailable)

@@ -1,0 +1,82 @@
+"""The FastAPI application: `uvicorn --factory api.main:create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routes import health, jobs, kinds
+from shared.broker import Publisher, create_celery
+from shared.db.engine import create_engine, create_session_factory
+from shared.jobs.dispatcher import Dispatcher
+from shared.jobs.executor import LocalExecutor
+from shared.jobs.registry import load_registry
+from shared.jobs.runner import Runner
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger("jobq.api")
+
+QUICK_DRAIN_SECONDS = 10.0
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    registry = load_registry(settings.kind_modules, max_timeout=settings.max_job_timeout)
+    engine = create_engine(settings)
+    sessions = create_session_factory(engine)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    celery = create_celery(settings)
+    local = LocalExecutor(Runner(sessions, registry, settings))
+    dispatcher = Dispatcher(
+        sessions,
+        Publisher(celery),
+        local,
+        interval=settings.dispatch_interval,
+        batch=settings.dispatch_batch,
+    )
+    app.state.services = Services(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        registry=registry,
+        redis=redis,
+        local=local,
+        dispatcher=dispatcher,
+    )
+    dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
+    try:
+        yield
+    finally:
+        dispatching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await dispatching
+        await local.drain(QUICK_DRAIN_SECONDS)
+        await redis.aclose()
+        celery.close()
+        await engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    app = FastAPI(
+        title="jobq",
+        version="0.1.0",
+        summary="Submit jobs, follow their progress, get their results.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware)
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(kinds.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,68 @@
+"""The tables. Postgres is the record of every job."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shared.db.base import Base
+
+JSON = dict[str, Any]
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(100))
+    lane: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[str] = mapped_column(String(10))
+    params: Mapped[JSON] = mapped_column(JSONB)
+    progress: Mapped[JSON | None] = mapped_column(JSONB)
+    result: Mapped[JSON | None] = mapped_column(JSONB)
+    error: Mapped[JSON | None] = mapped_column(JSONB)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    timeout_seconds: Mapped[float] = mapped_column(Float)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    run_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set when the job was handed to an executor (Celery or the API's quick lane); null while
+    # it waits in Postgres for its run_at, or for a retry.
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="status"
+        ),
+        CheckConstraint("lane IN ('quick', 'heavy')", name="lane"),
+        CheckConstraint("priority IN ('low', 'normal', 'high')", name="priority"),
+        CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
+        Index("ix_jobs_owner_created", "owner", text("created_at DESC"), text("id DESC")),
+        Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_jobs_due",
+            "run_at",
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
+        ),
+    )

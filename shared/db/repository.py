@@ -1,0 +1,221 @@
+"""Every query on the jobs table. The only code that writes `status`.
+
+Each transition is a compare-and-set: an UPDATE that matches the status it expects to leave
+and, for a running job, the attempt that owns it (fencing). When no row matches, the job moved
+on without us, and `StaleAttempt` is raised rather than anything being overwritten.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shared.db.models import Job
+from shared.errors import StaleAttempt
+from shared.jobs.states import JobStatus, can_transition
+from shared.keys import DISPATCH_LOCK_ID
+
+Cursor = tuple[datetime, uuid.UUID]
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, job: Job) -> Job:
+        self.session.add(job)
+        await self.session.flush()
+        return job
+
+    async def get(self, job_id: uuid.UUID, *, owner: str | None = None) -> Job | None:
+        query = select(Job).where(Job.id == job_id)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def page(
+        self,
+        *,
+        owner: str | None,
+        status: JobStatus | None = None,
+        kind: str | None = None,
+        limit: int = 20,
+        after: Cursor | None = None,
+    ) -> Sequence[Job]:
+        """Newest first, keyset-paged on (created_at, id) so inserts never shift a page."""
+        query = select(Job)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        if status is not None:
+            query = query.where(Job.status == status.value)
+        if kind is not None:
+            query = query.where(Job.kind == kind)
+        if after is not None:
+            query = query.where(tuple_(Job.created_at, Job.id) < tuple_(*after))
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+        return (await self.session.execute(query)).scalars().all()
+
+    async def _transition(
+        self,
+        job_id: uuid.UUID,
+        expected: JobStatus,
+        target: JobStatus,
+        *,
+        attempt: int | None = None,
+        **values: Any,
+    ) -> Job:
+        if not can_transition(expected, target):
+            raise ValueError(f"illegal transition {expected} -> {target}")
+        query = update(Job).where(Job.id == job_id, Job.status == expected.value)
+        if attempt is not None:
+            query = query.where(Job.attempts == attempt)
+        query = (
+            query.values(status=target.value, **values)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        job = (await self.session.execute(query)).scalar_one_or_none()
+        if job is None:
+            raise StaleAttempt(f"job {job_id}: expected {expected} (attempt {attempt})")
+        return job
+
+    async def claim(self, job_id: uuid.UUID, now: datetime) -> Job:
+        """queued -> running as a new attempt. Of two racing claimers exactly one wins."""
+        return await self._transition(
+            job_id,
+            JobStatus.QUEUED,
+            JobStatus.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=now,
+            finished_at=None,
+        )
+
+    async def finish(
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        target: JobStatus,
+        now: datetime,
+        *,
+        result: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+        progress: dict[str, Any] | None = None,
+    ) -> Job:
+        values: dict[str, Any] = {"finished_at": now, "result": result, "error": error}
+        if progress is not None:
+            values["progress"] = progress
+        return await self._transition(job_id, JobStatus.RUNNING, target, attempt=attempt, **values)
+
+    async def requeue(
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        *,
+        run_at: datetime,
+        error: dict[str, Any],
+        progress: dict[str, Any] | None = None,
+    ) -> Job:
+        """running -> queued for another attempt at `run_at`; the dispatcher sends it then."""
+        values: dict[str, Any] = {"run_at": run_at, "error": error, "dispatched_at": None}
+        if progress is not None:
+            values["progress"] = progress
+        return await self._transition(
+            job_id, JobStatus.RUNNING, JobStatus.QUEUED, attempt=attempt, **values
+        )
+
+    async def cancel_queued(self, job_id: uuid.UUID, now: datetime) -> Job:
+        return await self._transition(
+            job_id,
+            JobStatus.QUEUED,
+            JobStatus.CANCELLED,
+            finished_at=now,
+            cancel_requested=True,
+            error={"type": "cancelled", "message": "cancelled before it started"},
+        )
+
+    async def request_cancel(self, job_id: uuid.UUID) -> Job | None:
+        """Flag a running job; its attempt sees the flag and stops. None if it is not running."""
+        query = (
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+            .values(cancel_requested=True)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.execute(query)).scalar_one_or_none()
+
+    async def save_progress(
+        self, job_id: uuid.UUID, attempt: int, progress: dict[str, Any] | None
+    ) -> bool | None:
+        """Store progress (when given) for a running attempt and read its cancel flag.
+
+        Returns the cancel flag, or None when the attempt no longer owns the job.
+        """
+        fenced = (
+            Job.id == job_id,
+            Job.status == JobStatus.RUNNING.value,
+            Job.attempts == attempt,
+        )
+        if progress is None:
+            query: Any = select(Job.cancel_requested).where(*fenced)
+        else:
+            query = (
+                update(Job)
+                .where(*fenced)
+                .values(progress=progress)
+                .returning(Job.cancel_requested)
+                .execution_options(synchronize_session=False)
+            )
+        value: bool | None = (await self.session.execute(query)).scalar_one_or_none()
+        return value
+
+    async def take_due(self, now: datetime, limit: int) -> Sequence[Job]:
+        """Queued jobs whose time has come and that no executor holds; marks them dispatched.
+
+        Only one process dispatches at a time (a transaction-scoped advisory lock); the caller
+        commits before handing the jobs to their executors.
+        """
+        locked = await self.session.scalar(
+            select(func.pg_try_advisory_xact_lock(DISPATCH_LOCK_ID))
+        )
+        if not locked:
+            return []
+        due = (
+            select(Job.id)
+            .where(
+                Job.status == JobStatus.QUEUED.value,
+                Job.dispatched_at.is_(None),
+                Job.run_at <= now,
+            )
+            .order_by(Job.run_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        query = (
+            update(Job)
+            .where(Job.id.in_(due))
+            .values(dispatched_at=now)
+            .returning(Job)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+        return (await self.session.execute(query)).scalars().all()
+
+    async def undispatch(self, job_ids: Sequence[uuid.UUID]) -> None:
+        """Hand jobs back to the dispatcher after a failed publish."""
+        if not job_ids:
+            return
+        await self.session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)
+            .values(dispatched_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    async def ping(self) -> None:
+        await self.session.execute(text("SELECT 1"))

@@ -1,0 +1,16 @@
+"""Every name that crosses a process boundary: Celery task and queues, Redis keys, lock ids."""
+
+from shared.jobs.states import Priority
+
+RUN_JOB_TASK = "jobq.run_job"
+
+QUEUE_PREFIX = "jobq"
+# Listed in the order workers drain them.
+QUEUES: tuple[str, ...] = tuple(f"{QUEUE_PREFIX}.{p}" for p in ("high", "normal", "low"))
+
+# pg_try_advisory_xact_lock key held by whichever process is dispatching due jobs.
+DISPATCH_LOCK_ID = 0x6A6F6271_0001
+
+
+def queue_for(priority: Priority | str) -> str:
+    return f"{QUEUE_PREFIX}.{Priority(priority).value}"

