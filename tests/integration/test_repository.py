@@ -1,0 +1,125 @@
+"""The repository's compare-and-set transitions on real Postgres, under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.db.engine import SessionFactory
+from shared.db.models import Job
+from shared.db.repository import JobRepository
+from shared.errors import StaleAttempt
+from shared.jobs.registry import load_registry
+from shared.jobs.schemas import JobSubmission
+from shared.jobs.service import JobService, Principal
+from shared.jobs.states import JobStatus
+
+
+async def make_job(sessions: SessionFactory, owner: str, *, delay: float = 0, kind: str = "sleep") -> Job:
+    params = {"seconds": 1} if kind == "sleep" else {"message": "x"}
+    async with sessions.begin() as session:
+        service = JobService(JobRepository(session), load_registry())
+        return await service.submit(
+            Principal(owner), JobSubmission(kind=kind, params=params, delay_seconds=delay or None)
+        )
+
+
+async def claim(sessions: SessionFactory, job_id: uuid.UUID) -> Job | None:
+    try:
+        async with sessions.begin() as session:
+            return await JobRepository(session).claim(job_id, datetime.now(UTC))
+    except StaleAttempt:
+        return None
+
+
+async def test_of_two_racing_claimers_exactly_one_wins(sessions: SessionFactory, subject: str) -> None:
+    for _ in range(20):
+        job = await make_job(sessions, subject)
+        results = await asyncio.gather(*(claim(sessions, job.id) for _ in range(4)))
+        winners = [result for result in results if result is not None]
+        assert len(winners) == 1
+        assert winners[0].attempts == 1 and winners[0].status == JobStatus.RUNNING
+
+
+async def test_stale_attempt_cannot_overwrite_a_newer_one(sessions: SessionFactory, subject: str) -> None:
+    job = await make_job(sessions, subject)
+    first = await claim(sessions, job.id)
+    assert first is not None
+    async with sessions.begin() as session:
+        await JobRepository(session).requeue(
+            job.id, 1, run_at=datetime.now(UTC), error={"type": "error", "message": "boom"}
+        )
+    second = await claim(sessions, job.id)
+    assert second is not None and second.attempts == 2
+    now = datetime.now(UTC)
+    with pytest.raises(StaleAttempt):
+        async with sessions.begin() as session:
+            await JobRepository(session).finish(job.id, 1, JobStatus.SUCCEEDED, now, result={"late": True})
+    async with sessions.begin() as session:
+        repository = JobRepository(session)
+        assert await repository.save_progress(job.id, 1, {"current": 1}) is None
+        finished = await repository.finish(job.id, 2, JobStatus.SUCCEEDED, now, result={"slept": 1})
+    assert finished.result == {"slept": 1} and finished.attempts == 2
+
+
+async def test_terminal_states_are_absorbing(sessions: SessionFactory, subject: str) -> None:
+    job = await make_job(sessions, subject)
+    await claim(sessions, job.id)
+    now = datetime.now(UTC)
+    async with sessions.begin() as session:
+        await JobRepository(session).finish(job.id, 1, JobStatus.FAILED, now, error={"type": "error", "message": "x"})
+    for attempt in (1, 2):
+        with pytest.raises(StaleAttempt):
+            async with sessions.begin() as session:
+                await JobRepository(session).finish(job.id, attempt, JobStatus.SUCCEEDED, now)
+    with pytest.raises(StaleAttempt):
+        async with sessions.begin() as session:
+            await JobRepository(session).cancel_queued(job.id, now)
+    assert await claim(sessions, job.id) is None
+
+
+async def test_cancel_running_sets_the_flag_the_attempt_reads(sessions: SessionFactory, subject: str) -> None:
+    job = await make_job(sessions, subject)
+    await claim(sessions, job.id)
+    async with sessions.begin() as session:
+        assert await JobRepository(session).save_progress(job.id, 1, None) is False
+        flagged = await JobRepository(session).request_cancel(job.id)
+    assert flagged is not None and flagged.cancel_requested
+    async with sessions.begin() as session:
+        assert await JobRepository(session).save_progress(job.id, 1, {"current": 2}) is True
+
+
+async def test_take_due_hands_each_job_out_once(sessions: SessionFactory, subject: str) -> None:
+    # Due in an hour, so only this test's "later" clock finds them, not a running dispatcher.
+    jobs = [await make_job(sessions, subject, delay=3600) for _ in range(10)]
+    ids = {job.id for job in jobs}
+    later = datetime.now(UTC) + timedelta(seconds=3601)
+
+    async def take() -> set[uuid.UUID]:
+        async with sessions.begin() as session:
+            return {job.id for job in await JobRepository(session).take_due(later, 100)}
+
+    taken = await asyncio.gather(*(take() for _ in range(5)))
+    mine = [batch & ids for batch in taken]
+    assert set().union(*mine) == ids
+    assert sum(len(batch) for batch in mine) == len(ids)
+
+
+async def test_pages_stay_correct_while_jobs_arrive(sessions: SessionFactory, subject: str) -> None:
+    originals = [await make_job(sessions, subject, kind="echo") for _ in range(25)]
+    expected = [job.id for job in sorted(originals, key=lambda job: (job.created_at, job.id), reverse=True)]
+    seen: list[uuid.UUID] = []
+    cursor: str | None = None
+    while True:
+        async with sessions() as session:
+            service = JobService(JobRepository(session), load_registry())
+            page, cursor = await service.page(Principal(subject), status=None, kind=None, limit=7, cursor=cursor)
+        seen.extend(job.id for job in page)
+        # New jobs keep arriving between pages; they are newer, so they never shift the pages.
+        await asyncio.gather(*(make_job(sessions, subject, kind="echo") for _ in range(3)))
+        if cursor is None:
+            break
+    assert seen == expected
