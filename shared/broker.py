@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from pydantic import BaseModel
 
 from shared.keys import QUEUES, RUN_JOB_TASK, queue_for
@@ -44,7 +44,7 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         task_track_started=False,
         task_default_queue=queue_for("normal"),
-        task_queues=[Queue(name, routing_key=name) for name in QUEUES],
+        task_queues=[Queue(name, routing_key=name) for name in QUEUES],  # type: ignore[no-untyped-call]
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,

@@ -61,7 +61,7 @@ class DuplicateKind(JobqError):
 
 
 # Raised by handlers (through the job context); never rendered over HTTP.
-class JobCancelled(Exception):  # noqa: N818
+class JobCancelled(Exception):
     """The job was cancelled; handlers should let this propagate."""
 
 

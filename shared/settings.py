@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,7 +66,7 @@ class Settings(BaseSettings):
                     data[key] = [part.strip() for part in value.split(",") if part.strip()]
         return data
 
-    @cached_property
+    @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
 

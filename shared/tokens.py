@@ -16,7 +16,9 @@ LEEWAY_SECONDS = 30
 DEFAULT_TTL = 24 * 3600
 
 
-def issue_token(settings: Settings, subject: str, *, admin: bool = False, ttl: int = DEFAULT_TTL) -> str:
+def issue_token(
+    settings: Settings, subject: str, *, admin: bool = False, ttl: int = DEFAULT_TTL
+) -> str:
     now = datetime.now(UTC)
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + timedelta(seconds=ttl)}
     if admin:

@@ -1,8 +1,13 @@
-"""Engine and session factory. Built once per process (API lifespan, Celery child), never at import."""
+"""Engine and session factory, built once per process (API lifespan, Celery child)."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from shared.settings import Settings
 

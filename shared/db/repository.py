@@ -180,9 +180,7 @@ class JobRepository:
         Only one process dispatches at a time (a transaction-scoped advisory lock); the caller
         commits before handing the jobs to their executors.
         """
-        locked = await self.session.scalar(
-            select(func.pg_try_advisory_xact_lock(DISPATCH_LOCK_ID))
-        )
+        locked = await self.session.scalar(select(func.pg_try_advisory_xact_lock(DISPATCH_LOCK_ID)))
         if not locked:
             return []
         due = (

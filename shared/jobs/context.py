@@ -55,7 +55,9 @@ class JobContext:
     max_attempts: int
     _shared: _Shared = field(default_factory=_Shared, repr=False)
 
-    def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
+    def progress(
+        self, current: float, total: float | None = None, message: str | None = None
+    ) -> None:
         update = ProgressUpdate(float(current), None if total is None else float(total), message)
         with self._shared.lock:
             self._shared.pending = update

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 
-from shared.jobs.runner import RunReport, Runner
+from shared.jobs.runner import Runner, RunReport
 
 log = logging.getLogger("jobq.executor")
 
@@ -36,11 +36,11 @@ class LocalExecutor:
     def running(self) -> int:
         return len(self._tasks)
 
-    async def drain(self, timeout: float) -> None:
-        """Wait for spawned jobs to end, up to `timeout`, then cancel the rest."""
+    async def drain(self, grace: float) -> None:
+        """Wait for spawned jobs to end, up to `grace` seconds, then cancel the rest."""
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
         for task in pending:
             task.cancel()
         if pending:

@@ -48,14 +48,18 @@ class Registry:
         return len(self._kinds)
 
 
-def load_registry(extra_modules: Iterable[str] = (), *, max_timeout: float | None = None) -> Registry:
+def load_registry(
+    extra_modules: Iterable[str] = (), *, max_timeout: float | None = None
+) -> Registry:
     """Import every kind module; each defines `kind` (a JobKind) or `kinds` (a list of them)."""
     registry = Registry()
     for module_name in (*BUILTIN_MODULES, *extra_modules):
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigurationError(f"cannot import job kind module {module_name!r}: {exc}") from exc
+            raise ConfigurationError(
+                f"cannot import job kind module {module_name!r}: {exc}"
+            ) from exc
         declared = getattr(module, "kinds", None) or [getattr(module, "kind", None)]
         for kind in declared:
             if not isinstance(kind, JobKind):

@@ -106,7 +106,9 @@ class Runner:
         # A sync handler runs in a thread so this loop keeps recording its progress.
         return await asyncio.to_thread(kind.handler, ctx, params)
 
-    async def _supervise(self, job: Job, ctx: JobContext, task: asyncio.Future[Any]) -> _Stop | None:
+    async def _supervise(
+        self, job: Job, ctx: JobContext, task: asyncio.Future[Any]
+    ) -> _Stop | None:
         """The pulse loop: flush progress, watch the cancel flag and the deadline.
 
         Returns why the handler was stopped (None if it finished by itself, or if the attempt
@@ -121,7 +123,9 @@ class Runner:
         stop_at = 0.0
         while not task.done():
             now = loop.time()
-            wake = min(now + self.settings.progress_interval, deadline if stop is None else stop_at + grace)
+            wake = min(
+                now + self.settings.progress_interval, deadline if stop is None else stop_at + grace
+            )
             await asyncio.wait({task}, timeout=max(0.0, wake - now))
             if task.done():
                 break
@@ -173,7 +177,9 @@ class Runner:
         outcome = Outcome.FAILED
         if task.cancelled() or isinstance(exc, JobCancelled):
             if stop is _Stop.TIMEOUT:
-                error = _error(ErrorType.TIMEOUT, f"exceeded its timeout of {job.timeout_seconds:g}s")
+                error = _error(
+                    ErrorType.TIMEOUT, f"exceeded its timeout of {job.timeout_seconds:g}s"
+                )
                 outcome = Outcome.TIMED_OUT
             else:
                 target, outcome = JobStatus.CANCELLED, Outcome.CANCELLED
@@ -190,11 +196,21 @@ class Runner:
             error = _error(ErrorType.ERROR, _describe(exc))
             if attempt < job.max_attempts:
                 delay = kind.retry.delay(attempt)
-                log.info("job %s attempt %d failed (%s); retrying in %.1fs", job.id, attempt, error["message"], delay)
+                log.info(
+                    "job %s attempt %d failed (%s); retrying in %.1fs",
+                    job.id,
+                    attempt,
+                    error["message"],
+                    delay,
+                )
                 try:
                     async with self.sessions.begin() as session:
                         await JobRepository(session).requeue(
-                            job.id, attempt, run_at=now + timedelta(seconds=delay), error=error, progress=progress
+                            job.id,
+                            attempt,
+                            run_at=now + timedelta(seconds=delay),
+                            error=error,
+                            progress=progress,
                         )
                 except StaleAttempt:
                     return RunReport(job.id, Outcome.STALE, attempt, abandoned)
@@ -215,7 +231,11 @@ class Runner:
         try:
             async with self.sessions.begin() as session:
                 await JobRepository(session).finish(
-                    job.id, job.attempts, JobStatus.FAILED, utcnow(), error=_error(ErrorType.ERROR, message)
+                    job.id,
+                    job.attempts,
+                    JobStatus.FAILED,
+                    utcnow(),
+                    error=_error(ErrorType.ERROR, message),
                 )
         except StaleAttempt:
             return RunReport(job.id, Outcome.STALE, job.attempts)

@@ -29,9 +29,13 @@ class JobSubmission(BaseModel):
     )
 
     kind: str = Field(min_length=1, max_length=100, description="A kind listed by GET /kinds.")
-    params: dict[str, Any] = Field(default_factory=dict, description="Checked against the kind's params_schema.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Checked against the kind's params_schema."
+    )
     priority: Priority = Priority.NORMAL
-    run_at: AwareDatetime | None = Field(default=None, description="Not before this time (ISO 8601 with offset).")
+    run_at: AwareDatetime | None = Field(
+        default=None, description="Not before this time (ISO 8601 with offset)."
+    )
     delay_seconds: float | None = Field(default=None, ge=0, le=30 * 24 * 3600)
     max_attempts: int | None = Field(default=None, ge=1, le=MAX_ATTEMPTS_LIMIT)
     timeout_seconds: float | None = Field(default=None, gt=0)

@@ -82,7 +82,7 @@ class JobService:
                     {
                         "type": "less_than_equal",
                         "loc": ["body", "timeout_seconds"],
-                        "msg": f"Input should be less than or equal to {kind.max_timeout} for {kind.name}",
+                        "msg": f"Input should be at most {kind.max_timeout:g} for {kind.name}",
                         "input": submission.timeout_seconds,
                     }
                 ]
@@ -146,7 +146,9 @@ class JobService:
         jobs = jobs[:limit]
         return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].id)
 
-    async def cancel(self, principal: Principal, job_id: uuid.UUID, now: datetime | None = None) -> Job:
+    async def cancel(
+        self, principal: Principal, job_id: uuid.UUID, now: datetime | None = None
+    ) -> Job:
         """Queued: cancelled at once. Running: flagged; its attempt stops. Terminal: Conflict."""
         job = await self.get(principal, job_id)
         for _ in range(3):

@@ -30,11 +30,11 @@ class RetryPolicy:
     jitter: bool = True
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(attempt - 1, 0))
+        ceiling = float(min(self.backoff_max, self.backoff_base * 2.0 ** max(attempt - 1, 0)))
         if not self.jitter:
             return ceiling
         # Half fixed, half random: spreads retries without ever retrying at once.
-        return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+        return ceiling / 2 + float((rng or random).uniform(0, ceiling / 2))
 
 
 @dataclass(frozen=True)

@@ -33,5 +33,7 @@ def base_url(api_process: Managed, worker_process: Managed) -> str:
 
 @pytest.fixture
 def http(base_url: str, token: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
+    with httpx.Client(
+        base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    ) as client:
         yield client

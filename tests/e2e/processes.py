@@ -73,7 +73,9 @@ class Managed:
     def check_alive(self) -> None:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited {self.process.returncode}:\n{self.log()[-3000:]}")
+            raise RuntimeError(
+                f"{self.name} exited {self.process.returncode}:\n{self.log()[-3000:]}"
+            )
 
     def stop(self, timeout: float = 15.0) -> None:
         process, self.process = self.process, None
@@ -107,7 +109,9 @@ def start_api(settings: Settings, port: int, log_dir: Path) -> Managed:
         time.sleep(0.1)
 
 
-def start_worker(settings: Settings, log_dir: Path, name: str = "worker", concurrency: int = 2) -> Managed:
+def start_worker(
+    settings: Settings, log_dir: Path, name: str = "worker", concurrency: int = 2
+) -> Managed:
     command = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker",
         "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",

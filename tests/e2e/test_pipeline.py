@@ -23,7 +23,9 @@ def submit(http: httpx.Client, kind: str, params: dict[str, Any], **extra: Any) 
     return body
 
 
-def wait_for(http: httpx.Client, job_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+def wait_for(
+    http: httpx.Client, job_id: str, *statuses: str, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job: dict[str, Any] = http.get(f"/jobs/{job_id}").json()
@@ -68,7 +70,12 @@ def test_heavy_progress_is_stored(http: httpx.Client) -> None:
         if current["status"] == "succeeded":
             break
         time.sleep(0.1)
-    assert current["progress"] == {"current": 4, "total": 4, "percent": 100.0, "message": "step 4/4"}
+    assert current["progress"] == {
+        "current": 4,
+        "total": 4,
+        "percent": 100.0,
+        "message": "step 4/4",
+    }
     assert len(seen) >= 2, seen
 
 

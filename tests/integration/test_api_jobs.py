@@ -13,7 +13,9 @@ from shared.settings import Settings
 from tests.conftest import auth
 
 
-async def wait_for_status(client: httpx.AsyncClient, token: str, job_id: str, *statuses: str) -> dict[str, Any]:
+async def wait_for_status(
+    client: httpx.AsyncClient, token: str, job_id: str, *statuses: str
+) -> dict[str, Any]:
     for _ in range(100):
         response = await client.get(f"/jobs/{job_id}", headers=auth(token))
         body: dict[str, Any] = response.json()
@@ -23,8 +25,12 @@ async def wait_for_status(client: httpx.AsyncClient, token: str, job_id: str, *s
     raise AssertionError(f"job {job_id} stayed {body['status']}")
 
 
-async def test_echo_runs_in_process_and_succeeds(client: httpx.AsyncClient, token: str, subject: str) -> None:
-    response = await client.post("/jobs", json={"kind": "echo", "params": {"message": "hi"}}, headers=auth(token))
+async def test_echo_runs_in_process_and_succeeds(
+    client: httpx.AsyncClient, token: str, subject: str
+) -> None:
+    response = await client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "hi"}}, headers=auth(token)
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["Location"] == f"/jobs/{job['id']}"
@@ -40,7 +46,9 @@ async def test_heavy_job_is_published_to_its_priority_queue(
     client: httpx.AsyncClient, token: str, settings: Settings
 ) -> None:
     response = await client.post(
-        "/jobs", json={"kind": "sleep", "params": {"seconds": 1}, "priority": "high"}, headers=auth(token)
+        "/jobs",
+        json={"kind": "sleep", "params": {"seconds": 1}, "priority": "high"},
+        headers=auth(token),
     )
     assert response.status_code == 202
     job_id = response.json()["id"]
@@ -52,7 +60,9 @@ async def test_heavy_job_is_published_to_its_priority_queue(
     assert any(job_id.encode() in message for message in messages)
 
 
-async def test_unknown_kind_is_422_and_stores_nothing(client: httpx.AsyncClient, token: str) -> None:
+async def test_unknown_kind_is_422_and_stores_nothing(
+    client: httpx.AsyncClient, token: str
+) -> None:
     response = await client.post("/jobs", json={"kind": "nope", "params": {}}, headers=auth(token))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "kind"]
@@ -60,9 +70,13 @@ async def test_unknown_kind_is_422_and_stores_nothing(client: httpx.AsyncClient,
     assert listed.json()["items"] == []
 
 
-async def test_bad_params_are_422_with_pydantic_detail(client: httpx.AsyncClient, token: str) -> None:
+async def test_bad_params_are_422_with_pydantic_detail(
+    client: httpx.AsyncClient, token: str
+) -> None:
     response = await client.post(
-        "/jobs", json={"kind": "notify", "params": {"email": "not-an-email", "subject": ""}}, headers=auth(token)
+        "/jobs",
+        json={"kind": "notify", "params": {"email": "not-an-email", "subject": ""}},
+        headers=auth(token),
     )
     assert response.status_code == 422
     locs = {tuple(error["loc"]) for error in response.json()["detail"]}
@@ -72,10 +86,18 @@ async def test_bad_params_are_422_with_pydantic_detail(client: httpx.AsyncClient
 
 
 async def test_unknown_fields_are_refused_everywhere(client: httpx.AsyncClient, token: str) -> None:
-    top = await client.post("/jobs", json={"kind": "echo", "params": {"message": "x"}, "colour": 1}, headers=auth(token))
-    nested = await client.post("/jobs", json={"kind": "echo", "params": {"message": "x", "extra": 1}}, headers=auth(token))
+    top = await client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "x"}, "colour": 1}, headers=auth(token)
+    )
+    nested = await client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "x", "extra": 1}}, headers=auth(token)
+    )
     assert top.status_code == 422 and top.json()["detail"][0]["loc"] == ["body", "colour"]
-    assert nested.status_code == 422 and nested.json()["detail"][0]["loc"] == ["body", "params", "extra"]
+    assert nested.status_code == 422 and nested.json()["detail"][0]["loc"] == [
+        "body",
+        "params",
+        "extra",
+    ]
     assert (await client.get("/jobs", headers=auth(token))).json()["items"] == []
 
 
@@ -87,10 +109,14 @@ async def test_missing_or_forged_token_is_401(client: httpx.AsyncClient) -> None
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-async def test_another_subject_gets_404(client: httpx.AsyncClient, token: str, settings: Settings) -> None:
+async def test_another_subject_gets_404(
+    client: httpx.AsyncClient, token: str, settings: Settings
+) -> None:
     from shared.tokens import issue_token
 
-    created = await client.post("/jobs", json={"kind": "echo", "params": {"message": "mine"}}, headers=auth(token))
+    created = await client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "mine"}}, headers=auth(token)
+    )
     job_id = created.json()["id"]
     other = issue_token(settings, f"other-{uuid.uuid4().hex[:6]}")
     assert (await client.get(f"/jobs/{job_id}", headers=auth(other))).status_code == 404
@@ -115,7 +141,9 @@ async def test_ready_checks_database_and_redis(client: httpx.AsyncClient) -> Non
 
 
 async def test_kinds_lists_builtins_with_schemas(client: httpx.AsyncClient, token: str) -> None:
-    kinds = {kind["kind"]: kind for kind in (await client.get("/kinds", headers=auth(token))).json()}
+    kinds = {
+        kind["kind"]: kind for kind in (await client.get("/kinds", headers=auth(token))).json()
+    }
     assert set(kinds) >= {"echo", "notify", "sleep", "primes", "fail"}
     assert kinds["sleep"]["lane"] == "heavy" and kinds["echo"]["lane"] == "quick"
     assert kinds["primes"]["params_schema"]["properties"]["limit"]["maximum"] == 100_000_000

@@ -18,7 +18,9 @@ from shared.jobs.service import JobService, Principal
 from shared.jobs.states import JobStatus
 
 
-async def make_job(sessions: SessionFactory, owner: str, *, delay: float = 0, kind: str = "sleep") -> Job:
+async def make_job(
+    sessions: SessionFactory, owner: str, *, delay: float = 0, kind: str = "sleep"
+) -> Job:
     params = {"seconds": 1} if kind == "sleep" else {"message": "x"}
     async with sessions.begin() as session:
         service = JobService(JobRepository(session), load_registry())
@@ -35,7 +37,9 @@ async def claim(sessions: SessionFactory, job_id: uuid.UUID) -> Job | None:
         return None
 
 
-async def test_of_two_racing_claimers_exactly_one_wins(sessions: SessionFactory, subject: str) -> None:
+async def test_of_two_racing_claimers_exactly_one_wins(
+    sessions: SessionFactory, subject: str
+) -> None:
     for _ in range(20):
         job = await make_job(sessions, subject)
         results = await asyncio.gather(*(claim(sessions, job.id) for _ in range(4)))
@@ -44,7 +48,9 @@ async def test_of_two_racing_claimers_exactly_one_wins(sessions: SessionFactory,
         assert winners[0].attempts == 1 and winners[0].status == JobStatus.RUNNING
 
 
-async def test_stale_attempt_cannot_overwrite_a_newer_one(sessions: SessionFactory, subject: str) -> None:
+async def test_stale_attempt_cannot_overwrite_a_newer_one(
+    sessions: SessionFactory, subject: str
+) -> None:
     job = await make_job(sessions, subject)
     first = await claim(sessions, job.id)
     assert first is not None
@@ -57,7 +63,9 @@ async def test_stale_attempt_cannot_overwrite_a_newer_one(sessions: SessionFacto
     now = datetime.now(UTC)
     with pytest.raises(StaleAttempt):
         async with sessions.begin() as session:
-            await JobRepository(session).finish(job.id, 1, JobStatus.SUCCEEDED, now, result={"late": True})
+            await JobRepository(session).finish(
+                job.id, 1, JobStatus.SUCCEEDED, now, result={"late": True}
+            )
     async with sessions.begin() as session:
         repository = JobRepository(session)
         assert await repository.save_progress(job.id, 1, {"current": 1}) is None
@@ -70,7 +78,9 @@ async def test_terminal_states_are_absorbing(sessions: SessionFactory, subject: 
     await claim(sessions, job.id)
     now = datetime.now(UTC)
     async with sessions.begin() as session:
-        await JobRepository(session).finish(job.id, 1, JobStatus.FAILED, now, error={"type": "error", "message": "x"})
+        await JobRepository(session).finish(
+            job.id, 1, JobStatus.FAILED, now, error={"type": "error", "message": "x"}
+        )
     for attempt in (1, 2):
         with pytest.raises(StaleAttempt):
             async with sessions.begin() as session:
@@ -81,7 +91,9 @@ async def test_terminal_states_are_absorbing(sessions: SessionFactory, subject: 
     assert await claim(sessions, job.id) is None
 
 
-async def test_cancel_running_sets_the_flag_the_attempt_reads(sessions: SessionFactory, subject: str) -> None:
+async def test_cancel_running_sets_the_flag_the_attempt_reads(
+    sessions: SessionFactory, subject: str
+) -> None:
     job = await make_job(sessions, subject)
     await claim(sessions, job.id)
     async with sessions.begin() as session:
@@ -110,13 +122,17 @@ async def test_take_due_hands_each_job_out_once(sessions: SessionFactory, subjec
 
 async def test_pages_stay_correct_while_jobs_arrive(sessions: SessionFactory, subject: str) -> None:
     originals = [await make_job(sessions, subject, kind="echo") for _ in range(25)]
-    expected = [job.id for job in sorted(originals, key=lambda job: (job.created_at, job.id), reverse=True)]
+    expected = [
+        job.id for job in sorted(originals, key=lambda job: (job.created_at, job.id), reverse=True)
+    ]
     seen: list[uuid.UUID] = []
     cursor: str | None = None
     while True:
         async with sessions() as session:
             service = JobService(JobRepository(session), load_registry())
-            page, cursor = await service.page(Principal(subject), status=None, kind=None, limit=7, cursor=cursor)
+            page, cursor = await service.page(
+                Principal(subject), status=None, kind=None, limit=7, cursor=cursor
+            )
         seen.extend(job.id for job in page)
         # New jobs keep arriving between pages; they are newer, so they never shift the pages.
         await asyncio.gather(*(make_job(sessions, subject, kind="echo") for _ in range(3)))

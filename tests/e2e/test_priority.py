@@ -1,0 +1,85 @@
+"""Workers drain the high queue before normal before low."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from shared.broker import Publisher, create_celery
+from shared.db.engine import create_engine, create_session_factory
+from shared.db.repository import JobRepository
+from shared.jobs.registry import load_registry
+from shared.jobs.schemas import JobSubmission
+from shared.jobs.service import JobService, Principal
+from shared.settings import Settings
+from tests.conftest import Servers
+from tests.e2e.processes import start_worker
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def own_broker(settings: Settings) -> Iterator[Settings]:
+    """The same database, but a Redis database of its own so no other worker takes the jobs."""
+    base, db = settings.redis_url.rsplit("/", 1)
+    isolated = settings.model_copy(update={"redis_url": f"{base}/{(int(db or 0) + 1) % 16}"})
+    with Redis.from_url(isolated.redis_url) as client:
+        client.flushdb()
+    yield isolated
+    with Redis.from_url(isolated.redis_url) as client:
+        client.flushdb()
+
+
+async def _queue_jobs(settings: Settings, subject: str) -> dict[str, str]:
+    engine = create_engine(settings)
+    publisher = Publisher(create_celery(settings))
+    priorities = {}
+    try:
+        sessions = create_session_factory(engine)
+        for priority in ("low", "low", "normal", "high", "high"):
+            async with sessions.begin() as session:
+                job = await JobService(JobRepository(session), load_registry()).submit(
+                    Principal(subject),
+                    JobSubmission(
+                        kind="sleep", params={"seconds": 0.2, "steps": 1}, priority=priority
+                    ),
+                )
+            await publisher.publish(job.id, priority)
+            priorities[str(job.id)] = priority
+    finally:
+        publisher.celery.close()
+        await engine.dispose()
+    return priorities
+
+
+async def _start_order(settings: Settings, ids: list[str]) -> list[str]:
+    engine = create_engine(settings)
+    try:
+        sessions = create_session_factory(engine)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            async with sessions() as session:
+                repository = JobRepository(session)
+                found = [await repository.get(uuid.UUID(job_id)) for job_id in ids]
+            jobs = [job for job in found if job is not None and job.status == "succeeded"]
+            if len(jobs) == len(ids):
+                return [str(job.id) for job in sorted(jobs, key=lambda job: str(job.started_at))]
+            await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
+    raise AssertionError("jobs did not finish")
+
+
+def test_high_priority_jobs_run_first(own_broker: Settings, servers: Servers, subject: str) -> None:
+    priorities = asyncio.run(_queue_jobs(own_broker, subject))
+    worker = start_worker(own_broker, servers.tmp / "logs", name="priority", concurrency=1)
+    try:
+        order = asyncio.run(_start_order(own_broker, list(priorities)))
+    finally:
+        worker.stop()
+    assert [priorities[job_id] for job_id in order] == ["high", "high", "normal", "low", "low"]
