@@ -1,0 +1,73 @@
+"""A dependency that is down gives 503, never 500, and /ready says which one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from api.main import create_app
+from cli.servers import free_port
+from shared.db.engine import SessionFactory
+from shared.db.repository import JobRepository
+from shared.settings import Settings
+from tests.conftest import auth
+
+
+@pytest.fixture
+async def broken_client(
+    settings: Settings, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
+    dead = f"127.0.0.1:{free_port()}"
+    broken = {
+        "database": {"database_url": f"postgresql+asyncpg://postgres@{dead}/jobq"},
+        "redis": {"redis_url": f"redis://{dead}/0"},
+    }[request.param]
+    app = create_app(settings.model_copy(update=broken))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
+            yield client
+
+
+@pytest.mark.parametrize("broken_client", ["database", "redis"], indirect=True)
+async def test_ready_is_503_naming_the_dependency_down(broken_client: httpx.AsyncClient) -> None:
+    response = await broken_client.get("/ready")
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert sorted(name for name, state in checks.items() if state != "ok") in (
+        ["database"],
+        ["redis"],
+    )
+    assert (await broken_client.get("/health")).status_code == 200
+
+
+@pytest.mark.parametrize("broken_client", ["database"], indirect=True)
+async def test_submit_with_database_down_is_503(
+    broken_client: httpx.AsyncClient, token: str
+) -> None:
+    response = await broken_client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "x"}}, headers=auth(token)
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert (await broken_client.get("/jobs", headers=auth(token))).status_code == 503
+
+
+@pytest.mark.parametrize("broken_client", ["redis"], indirect=True)
+async def test_submit_with_broker_down_keeps_the_job_for_the_dispatcher(
+    broken_client: httpx.AsyncClient, token: str, sessions: SessionFactory
+) -> None:
+    response = await broken_client.post(
+        "/jobs", json={"kind": "sleep", "params": {"seconds": 1}}, headers=auth(token)
+    )
+    # The row is committed, so the job is not lost: it waits in Postgres, undispatched, and
+    # the dispatcher sends it once the broker is back.
+    assert response.status_code == 202
+    job = (await broken_client.get(f"/jobs/{response.json()['id']}", headers=auth(token))).json()
+    assert job["status"] == "queued"
+    async with sessions() as session:
+        stored = await JobRepository(session).get(uuid.UUID(job["id"]))
+    assert stored is not None and stored.dispatched_at is None
