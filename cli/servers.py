@@ -36,7 +36,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f}s") from None
+                raise TimeoutError(
+                    f"nothing listening on {host}:{port} after {timeout:.0f}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -57,7 +59,7 @@ class EmbeddedPostgres:
                 "set JOBQ_DATABASE_URL or use a shorter folder"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
         return self.url("postgres")
 
     def url(self, database: str) -> str:

@@ -15,6 +15,7 @@ from shared.errors import ConfigurationError
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "changethis", "secret", "dev"})
 SECRET_FILE = "secret_key"
+MIN_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -88,6 +89,10 @@ def load_settings(**overrides: object) -> Settings:
     """
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.secret_is_placeholder():
+        if settings.env != "dev" and len(settings.secret_key.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                f"JOBQ_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters outside dev"
+            )
         return settings
     if settings.env != "dev":
         raise ConfigurationError(

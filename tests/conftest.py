@@ -43,7 +43,9 @@ class Servers:
         return str(make_url(self.database_url).set(database=name))
 
     def drop_database(self, name: str) -> None:
-        asyncio.run(_admin(self.admin_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(
+            _admin(self.admin_database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
 
 
 def plain_url(url: str) -> str:
@@ -78,7 +80,9 @@ def servers() -> Iterator[Servers]:
             client.flushdb()
     name = f"jobq_test_{uuid.uuid4().hex[:12]}"
     found = Servers(
-        database_url=str(make_url(admin_url).set(database=name).render_as_string(hide_password=False)),
+        database_url=str(
+            make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        ),
         admin_database_url=admin_url,
         redis_url=redis_url,
         tmp=tmp,
@@ -101,12 +105,24 @@ def settings(servers: Servers) -> Settings:
         data_dir=servers.tmp / "data",
         database_url=servers.database_url,
         redis_url=servers.redis_url,
-        secret_key=TEST_SECRET,  # type: ignore[arg-type]
+        secret_key=TEST_SECRET,
         cancel_grace_seconds=1.0,
         cancel_poll_interval=0.2,
         progress_interval=0.1,
         dispatch_interval=0.2,
     )
+
+
+@pytest.fixture
+def own_broker(settings: Settings) -> Iterator[Settings]:
+    """The same database, but a Redis database of its own: no running worker takes its jobs."""
+    base, db = settings.redis_url.rsplit("/", 1)
+    isolated = settings.model_copy(update={"redis_url": f"{base}/{(int(db or 0) + 1) % 16}"})
+    with Redis.from_url(isolated.redis_url) as client:
+        client.flushdb()
+    yield isolated
+    with Redis.from_url(isolated.redis_url) as client:
+        client.flushdb()
 
 
 @pytest.fixture(scope="session")

@@ -77,5 +77,11 @@ class JobContext:
             update, self._shared.pending = self._shared.pending, None
         return update
 
+    def restore_progress(self, update: ProgressUpdate) -> None:
+        """Put back figures that could not be written, unless newer ones arrived meanwhile."""
+        with self._shared.lock:
+            if self._shared.pending is None:
+                self._shared.pending = update
+
     def mark_cancelled(self) -> None:
         self._shared.cancelled.set()

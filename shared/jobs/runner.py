@@ -12,12 +12,14 @@ import asyncio
 import inspect
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from shared.db.engine import SessionFactory
 from shared.db.models import Job
@@ -32,6 +34,10 @@ from shared.settings import Settings
 log = logging.getLogger("jobq.runner")
 
 MAX_ERROR_MESSAGE = 2000
+# How long an attempt keeps trying to record its outcome while Postgres is unreachable.
+RECORD_RETRY_SECONDS = 60.0
+
+T = TypeVar("T")
 
 
 class Outcome(StrEnum):
@@ -74,10 +80,24 @@ class Runner:
         self.registry = registry
         self.settings = settings
 
+    async def _write(self, operation: Callable[[JobRepository], Awaitable[T]]) -> T:
+        """One transaction; retried while the database is unreachable, for a bounded time."""
+        delay = 0.25
+        deadline = asyncio.get_running_loop().time() + RECORD_RETRY_SECONDS
+        while True:
+            try:
+                async with self.sessions.begin() as session:
+                    return await operation(JobRepository(session))
+            except (OSError, OperationalError, InterfaceError) as exc:
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                log.warning("database unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 4.0)
+
     async def run(self, job_id: uuid.UUID) -> RunReport:
         try:
-            async with self.sessions.begin() as session:
-                job = await JobRepository(session).claim(job_id, utcnow())
+            job = await self._write(lambda jobs: jobs.claim(job_id, utcnow()))
         except StaleAttempt:
             log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
             return RunReport(job_id, Outcome.SKIPPED)
@@ -133,10 +153,17 @@ class Runner:
             update = ctx.take_progress()
             if update is not None or now >= next_cancel_check:
                 next_cancel_check = now + self.settings.cancel_poll_interval
-                async with self.sessions.begin() as session:
-                    flag = await JobRepository(session).save_progress(
-                        job.id, job.attempts, update.as_json() if update else None
-                    )
+                try:
+                    async with self.sessions.begin() as session:
+                        flag = await JobRepository(session).save_progress(
+                            job.id, job.attempts, update.as_json() if update else None
+                        )
+                except (OSError, OperationalError, InterfaceError) as exc:
+                    # Progress is best effort; the outcome is not. Keep the figures for later.
+                    log.warning("job %s: could not record progress (%s)", job.id, exc)
+                    if update is not None:
+                        ctx.restore_progress(update)
+                    continue
                 if flag is None:
                     return None
                 if flag and stop is None:
@@ -204,23 +231,22 @@ class Runner:
                     delay,
                 )
                 try:
-                    async with self.sessions.begin() as session:
-                        await JobRepository(session).requeue(
-                            job.id,
-                            attempt,
-                            run_at=now + timedelta(seconds=delay),
-                            error=error,
-                            progress=progress,
+                    run_at = now + timedelta(seconds=delay)
+                    await self._write(
+                        lambda jobs: jobs.requeue(
+                            job.id, attempt, run_at=run_at, error=error, progress=progress
                         )
+                    )
                 except StaleAttempt:
                     return RunReport(job.id, Outcome.STALE, attempt, abandoned)
                 return RunReport(job.id, Outcome.RETRYING, attempt, abandoned)
 
         try:
-            async with self.sessions.begin() as session:
-                await JobRepository(session).finish(
+            await self._write(
+                lambda jobs: jobs.finish(
                     job.id, attempt, target, now, result=result, error=error, progress=progress
                 )
+            )
         except StaleAttempt:
             return RunReport(job.id, Outcome.STALE, attempt, abandoned)
         log.info("job %s attempt %d: %s", job.id, attempt, outcome)
@@ -229,14 +255,12 @@ class Runner:
     async def _finish_failed(self, job: Job, message: str) -> RunReport:
         log.error("job %s: %s", job.id, message)
         try:
-            async with self.sessions.begin() as session:
-                await JobRepository(session).finish(
-                    job.id,
-                    job.attempts,
-                    JobStatus.FAILED,
-                    utcnow(),
-                    error=_error(ErrorType.ERROR, message),
+            error = _error(ErrorType.ERROR, message)
+            await self._write(
+                lambda jobs: jobs.finish(
+                    job.id, job.attempts, JobStatus.FAILED, utcnow(), error=error
                 )
+            )
         except StaleAttempt:
             return RunReport(job.id, Outcome.STALE, job.attempts)
         return RunReport(job.id, Outcome.FAILED, job.attempts)

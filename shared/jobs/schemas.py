@@ -118,7 +118,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """Raises ValueError on anything that is not a cursor this API made."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
+        payload = json.loads(raw)
+        if not (isinstance(payload, list) and len(payload) == 2):
+            raise ValueError("not a cursor")
+        created, job_id = payload
+        if not (isinstance(created, str) and isinstance(job_id, str)):
+            raise ValueError("not a cursor")
         when = datetime.fromisoformat(created)
         if when.tzinfo is None:
             raise ValueError("naive timestamp")

@@ -30,7 +30,9 @@ class RetryPolicy:
     jitter: bool = True
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        ceiling = float(min(self.backoff_max, self.backoff_base * 2.0 ** max(attempt - 1, 0)))
+        # The exponent is capped first: 2**1024 does not fit in a float.
+        exponent = min(max(attempt - 1, 0), 60)
+        ceiling = float(min(self.backoff_max, self.backoff_base * 2.0**exponent))
         if not self.jitter:
             return ceiling
         # Half fixed, half random: spreads retries without ever retrying at once.

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
-from redis import Redis
 
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
@@ -21,18 +19,6 @@ from tests.conftest import Servers
 from tests.e2e.processes import start_worker
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def own_broker(settings: Settings) -> Iterator[Settings]:
-    """The same database, but a Redis database of its own so no other worker takes the jobs."""
-    base, db = settings.redis_url.rsplit("/", 1)
-    isolated = settings.model_copy(update={"redis_url": f"{base}/{(int(db or 0) + 1) % 16}"})
-    with Redis.from_url(isolated.redis_url) as client:
-        client.flushdb()
-    yield isolated
-    with Redis.from_url(isolated.redis_url) as client:
-        client.flushdb()
 
 
 async def _queue_jobs(settings: Settings, subject: str) -> dict[str, str]:

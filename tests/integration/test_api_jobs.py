@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
+from api.main import create_app
 from shared.settings import Settings
 from tests.conftest import auth
 
@@ -43,16 +44,20 @@ async def test_echo_runs_in_process_and_succeeds(
 
 
 async def test_heavy_job_is_published_to_its_priority_queue(
-    client: httpx.AsyncClient, token: str, settings: Settings
+    token: str, own_broker: Settings
 ) -> None:
-    response = await client.post(
-        "/jobs",
-        json={"kind": "sleep", "params": {"seconds": 1}, "priority": "high"},
-        headers=auth(token),
-    )
+    app = create_app(own_broker)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
+            response = await client.post(
+                "/jobs",
+                json={"kind": "sleep", "params": {"seconds": 1}, "priority": "high"},
+                headers=auth(token),
+            )
     assert response.status_code == 202
     job_id = response.json()["id"]
-    redis = Redis.from_url(settings.redis_url)
+    redis = Redis.from_url(own_broker.redis_url)
     try:
         messages = await redis.lrange("jobq.high", 0, -1)
     finally:
