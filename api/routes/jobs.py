@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
@@ -14,7 +14,7 @@ from shared.jobs.states import JobStatus, Lane
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-NOT_FOUND = {404: {"description": "No such job, or not yours."}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours."}}
 
 
 async def _start(job: Job, services: ServicesDep, background: BackgroundTasks) -> None:
