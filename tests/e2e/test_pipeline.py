@@ -11,6 +11,7 @@ import pytest
 
 from shared.settings import Settings
 from shared.tokens import issue_token
+from tests.e2e.processes import Managed
 
 pytestmark = pytest.mark.e2e
 
@@ -99,13 +100,16 @@ def test_cancel_running_job_stops_it(http: httpx.Client) -> None:
     assert done["error"]["type"] == "cancelled"
 
 
-def test_handler_that_ignores_cancel_is_stopped_after_grace(http: httpx.Client) -> None:
+def test_handler_that_ignores_cancel_is_stopped_after_grace(
+    http: httpx.Client, worker_process: Managed
+) -> None:
     job = submit(http, "stubborn", {"seconds": 60})
     wait_for(http, job["id"], "running")
     http.post(f"/jobs/{job['id']}/cancel")
     done = wait_for(http, job["id"], "cancelled", "succeeded", "failed", timeout=8)
     assert done["status"] == "cancelled"
-    # The worker recycled the child holding the handler: it still runs new jobs.
+    # The worker recycled the child holding the handler, and still runs new jobs.
+    worker_process.wait_for_log(f"job {job['id']}: recycling this worker process", timeout=5)
     after = submit(http, "sleep", {"seconds": 0.1, "steps": 1})
     assert wait_for(http, after["id"], "succeeded", "failed")["status"] == "succeeded"
 
