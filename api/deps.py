@@ -11,9 +11,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from api.hub import Hub
 from shared.db.engine import SessionFactory
 from shared.db.repository import JobRepository
 from shared.errors import InvalidToken
+from shared.events import EventBus
 from shared.jobs.dispatcher import Dispatcher
 from shared.jobs.executor import LocalExecutor
 from shared.jobs.registry import Registry
@@ -33,6 +35,8 @@ class Services:
     redis: Redis
     local: LocalExecutor
     dispatcher: Dispatcher
+    events: EventBus
+    hub: Hub
 
 
 def get_services(request: Request) -> Services:

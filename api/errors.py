@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from shared.errors import InvalidToken, JobqError, Unavailable
+from shared.errors import InvalidToken, JobqError, TooManyRequests, Unavailable
 
 log = logging.getLogger("jobq.api")
 
@@ -32,7 +32,7 @@ def _render(error: JobqError) -> JSONResponse:
     headers = {}
     if isinstance(error, InvalidToken):
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable | TooManyRequests):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(
         {"detail": jsonable_encoder(error.detail)}, status_code=error.status_code, headers=headers

@@ -12,10 +12,13 @@ from redis.asyncio import Redis
 
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.hub import Hub
 from api.middleware import RequestContextMiddleware
+from api.routes import events as event_routes
 from api.routes import health, jobs, kinds
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
+from shared.events import EventBus
 from shared.jobs.dispatcher import Dispatcher
 from shared.jobs.executor import LocalExecutor
 from shared.jobs.registry import load_registry
@@ -35,7 +38,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sessions = create_session_factory(engine)
     redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
     celery = create_celery(settings)
-    local = LocalExecutor(Runner(sessions, registry, settings))
+    events = EventBus(redis, settings.event_retention)
+    hub = Hub(
+        settings.redis_url,
+        queue_size=settings.ws_queue_size,
+        max_per_subject=settings.ws_max_per_subject,
+    )
+    local = LocalExecutor(Runner(sessions, registry, settings, events))
     dispatcher = Dispatcher(
         sessions,
         Publisher(celery),
@@ -51,7 +60,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis,
         local=local,
         dispatcher=dispatcher,
+        events=events,
+        hub=hub,
     )
+    hub.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
     try:
         yield
@@ -60,6 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await dispatching
         await local.drain(QUICK_DRAIN_SECONDS)
+        await hub.stop()
         await redis.aclose()
         celery.close()
         await engine.dispose()
@@ -77,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(event_routes.router)
     app.include_router(kinds.router)
     app.include_router(health.router)
     return app

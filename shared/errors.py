@@ -38,6 +38,12 @@ class InvalidSubmission(JobqError):
         super().__init__(errors)
 
 
+class TooManyRequests(JobqError):
+    status_code = 429
+    detail = "too many requests"
+    retry_after = 5
+
+
 class Unavailable(JobqError):
     status_code = 503
     detail = "a dependency is unavailable, try again shortly"

@@ -14,3 +14,12 @@ DISPATCH_LOCK_ID = 0x6A6F6271_0001
 
 def queue_for(priority: Priority | str) -> str:
     return f"{QUEUE_PREFIX}.{Priority(priority).value}"
+
+
+# Every job event, for every API process's hub: one channel, one subscription per process.
+EVENTS_CHANNEL = "jobq:events"
+
+
+def event_stream(job_id: object) -> str:
+    """The per-job Redis Stream that keeps a job's recent events for replay."""
+    return f"jobq:events:{job_id}"

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     dispatch_interval: float = Field(default=0.5, gt=0)
     dispatch_batch: int = Field(default=500, ge=1)
 
+    event_retention: int = Field(default=24 * 3600, ge=60)
+    ws_queue_size: int = Field(default=256, ge=4)
+    ws_send_timeout: float = Field(default=10.0, gt=0)
+    ws_idle_check: float = Field(default=5.0, gt=0)
+    ws_max_lifetime: float = Field(default=3600.0, gt=0)
+    ws_max_per_subject: int = Field(default=100, ge=1)
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
@@ -89,7 +96,10 @@ def load_settings(**overrides: object) -> Settings:
     """
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if not settings.secret_is_placeholder():
-        if settings.env != "dev" and len(settings.secret_key.get_secret_value()) < MIN_SECRET_LENGTH:
+        if (
+            settings.env != "dev"
+            and len(settings.secret_key.get_secret_value()) < MIN_SECRET_LENGTH
+        ):
             raise ConfigurationError(
                 f"JOBQ_SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters outside dev"
             )

@@ -8,7 +8,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from redis.asyncio import Redis
+
 from shared.db.engine import create_engine, create_session_factory
+from shared.events import EventBus
 from shared.jobs.registry import load_registry
 from shared.jobs.runner import Runner
 from shared.settings import Settings
@@ -20,6 +23,7 @@ T = TypeVar("T")
 class Runtime:
     loop: asyncio.AbstractEventLoop
     runner: Runner
+    redis: Redis
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -27,6 +31,7 @@ class Runtime:
     def close(self) -> None:
         engine = self.runner.sessions.kw["bind"]
         self.loop.run_until_complete(engine.dispose())
+        self.loop.run_until_complete(self.redis.aclose())
         self.loop.close()
 
 
@@ -44,7 +49,10 @@ def start(settings: Settings) -> Runtime:
             # A child runs one job at a time: a small pool is plenty.
             engine = create_engine(settings, pool_size=2)
             registry = load_registry(settings.kind_modules, max_timeout=settings.max_job_timeout)
-            _runtime = Runtime(loop, Runner(create_session_factory(engine), registry, settings))
+            redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+            events = EventBus(redis, settings.event_retention)
+            runner = Runner(create_session_factory(engine), registry, settings, events)
+            _runtime = Runtime(loop, runner, redis)
         return _runtime
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
+from shared.events import JobEvent
 from shared.jobs.schemas import JobOut, JobPage, JobSubmission
 from shared.jobs.states import JobStatus, Lane
 
@@ -18,7 +19,11 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job,
 
 
 async def _start(job: Job, services: ServicesDep, background: BackgroundTasks) -> None:
-    """Hand a just-committed, due job to its executor. Delayed jobs wait for the dispatcher."""
+    """Announce a just-committed job and hand it to its executor if it is due.
+
+    Delayed jobs wait for the dispatcher.
+    """
+    await services.events.publish(job.owner, JobEvent.of(job, "status"))
     if job.dispatched_at is None:
         return
     if job.lane == Lane.QUICK:
@@ -82,11 +87,17 @@ async def get_job(job_id: uuid.UUID, principal: CurrentPrincipal, jobs: JobServi
     responses={**NOT_FOUND, 409: {"description": "The job has already finished."}},
 )
 async def cancel_job(
-    job_id: uuid.UUID, principal: CurrentPrincipal, jobs: JobServiceDep, session: SessionDep
+    job_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    jobs: JobServiceDep,
+    session: SessionDep,
+    services: ServicesDep,
 ) -> JobOut:
     """A queued job is cancelled at once; a running one stops within a few seconds."""
     job = await jobs.cancel(principal, job_id)
     await session.commit()
+    if job.status == JobStatus.CANCELLED:
+        await services.events.publish(job.owner, JobEvent.of(job, "status"))
     return JobOut.model_validate(job)
 
 

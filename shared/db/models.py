@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -39,6 +40,8 @@ class Job(Base):
     result: Mapped[JSON | None] = mapped_column(JSONB)
     error: Mapped[JSON | None] = mapped_column(JSONB)
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Bumped by every write that watchers hear of (status and progress): each event's `seq`.
+    seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer)
     timeout_seconds: Mapped[float] = mapped_column(Float)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,14 @@ from shared.jobs.states import JobStatus, can_transition
 from shared.keys import DISPATCH_LOCK_ID
 
 Cursor = tuple[datetime, uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """What a running attempt learns from its periodic write."""
+
+    cancel_requested: bool
+    seq: int
 
 
 class JobRepository:
@@ -75,7 +84,7 @@ class JobRepository:
         if attempt is not None:
             query = query.where(Job.attempts == attempt)
         query = (
-            query.values(status=target.value, **values)
+            query.values(status=target.value, seq=Job.seq + 1, **values)
             .returning(Job)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
@@ -151,10 +160,10 @@ class JobRepository:
 
     async def save_progress(
         self, job_id: uuid.UUID, attempt: int, progress: dict[str, Any] | None
-    ) -> bool | None:
+    ) -> Pulse | None:
         """Store progress (when given) for a running attempt and read its cancel flag.
 
-        Returns the cancel flag, or None when the attempt no longer owns the job.
+        Returns None when the attempt no longer owns the job.
         """
         fenced = (
             Job.id == job_id,
@@ -162,17 +171,17 @@ class JobRepository:
             Job.attempts == attempt,
         )
         if progress is None:
-            query: Any = select(Job.cancel_requested).where(*fenced)
+            query: Any = select(Job.cancel_requested, Job.seq).where(*fenced)
         else:
             query = (
                 update(Job)
                 .where(*fenced)
-                .values(progress=progress)
-                .returning(Job.cancel_requested)
+                .values(progress=progress, seq=Job.seq + 1)
+                .returning(Job.cancel_requested, Job.seq)
                 .execution_options(synchronize_session=False)
             )
-        value: bool | None = (await self.session.execute(query)).scalar_one_or_none()
-        return value
+        row = (await self.session.execute(query)).one_or_none()
+        return None if row is None else Pulse(cancel_requested=row[0], seq=row[1])
 
     async def take_due(self, now: datetime, limit: int) -> Sequence[Job]:
         """Queued jobs whose time has come and that no executor holds; marks them dispatched.

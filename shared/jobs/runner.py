@@ -25,8 +25,10 @@ from shared.db.engine import SessionFactory
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import JobCancelled, PermanentError, StaleAttempt
-from shared.jobs.context import JobContext
+from shared.events import EventBus, JobEvent
+from shared.jobs.context import JobContext, ProgressUpdate
 from shared.jobs.registry import AnyKind, Registry
+from shared.jobs.schemas import Progress
 from shared.jobs.service import utcnow
 from shared.jobs.states import ErrorType, JobStatus
 from shared.settings import Settings
@@ -75,10 +77,24 @@ def _describe(exc: BaseException) -> str:
 
 
 class Runner:
-    def __init__(self, sessions: SessionFactory, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        registry: Registry,
+        settings: Settings,
+        events: EventBus | None = None,
+    ) -> None:
         self.sessions = sessions
         self.registry = registry
         self.settings = settings
+        self.events = events
+
+    async def _move(self, operation: Callable[[JobRepository], Awaitable[Job]]) -> Job:
+        """A status change: written (see `_write`), then announced to watchers."""
+        job = await self._write(operation)
+        if self.events is not None:
+            await self.events.publish(job.owner, JobEvent.of(job, "status"))
+        return job
 
     async def _write(self, operation: Callable[[JobRepository], Awaitable[T]]) -> T:
         """One transaction; retried while the database is unreachable, for a bounded time."""
@@ -97,7 +113,7 @@ class Runner:
 
     async def run(self, job_id: uuid.UUID) -> RunReport:
         try:
-            job = await self._write(lambda jobs: jobs.claim(job_id, utcnow()))
+            job = await self._move(lambda jobs: jobs.claim(job_id, utcnow()))
         except StaleAttempt:
             log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
             return RunReport(job_id, Outcome.SKIPPED)
@@ -155,7 +171,7 @@ class Runner:
                 next_cancel_check = now + self.settings.cancel_poll_interval
                 try:
                     async with self.sessions.begin() as session:
-                        flag = await JobRepository(session).save_progress(
+                        pulse = await JobRepository(session).save_progress(
                             job.id, job.attempts, update.as_json() if update else None
                         )
                 except (OSError, OperationalError, InterfaceError) as exc:
@@ -164,9 +180,13 @@ class Runner:
                     if update is not None:
                         ctx.restore_progress(update)
                     continue
-                if flag is None:
+                if pulse is None:
                     return None
-                if flag and stop is None:
+                if update is not None and self.events is not None:
+                    await self.events.publish(
+                        job.owner, self._progress_event(job, update, pulse.seq)
+                    )
+                if pulse.cancel_requested and stop is None:
                     stop, stop_at = _Stop.CANCEL, now
                     ctx.mark_cancelled()
             if stop is None and now >= deadline:
@@ -178,6 +198,17 @@ class Runner:
                 await asyncio.wait({task}, timeout=0.1)
                 break
         return stop
+
+    @staticmethod
+    def _progress_event(job: Job, update: ProgressUpdate, seq: int) -> JobEvent:
+        return JobEvent(
+            type="progress",
+            job_id=job.id,
+            seq=seq,
+            status=JobStatus.RUNNING,
+            progress=Progress.model_validate(update.as_json()),
+            ts=utcnow(),
+        )
 
     @staticmethod
     def _abandoned(kind: AnyKind, task: asyncio.Future[Any]) -> bool:
@@ -232,7 +263,7 @@ class Runner:
                 )
                 try:
                     run_at = now + timedelta(seconds=delay)
-                    await self._write(
+                    await self._move(
                         lambda jobs: jobs.requeue(
                             job.id, attempt, run_at=run_at, error=error, progress=progress
                         )
@@ -242,7 +273,7 @@ class Runner:
                 return RunReport(job.id, Outcome.RETRYING, attempt, abandoned)
 
         try:
-            await self._write(
+            await self._move(
                 lambda jobs: jobs.finish(
                     job.id, attempt, target, now, result=result, error=error, progress=progress
                 )
@@ -256,7 +287,7 @@ class Runner:
         log.error("job %s: %s", job.id, message)
         try:
             error = _error(ErrorType.ERROR, message)
-            await self._write(
+            await self._move(
                 lambda jobs: jobs.finish(
                     job.id, job.attempts, JobStatus.FAILED, utcnow(), error=error
                 )

@@ -103,6 +103,7 @@ class JobService:
             result=None,
             error=None,
             attempts=0,
+            seq=1,
             max_attempts=submission.max_attempts or kind.retry.max_attempts,
             timeout_seconds=timeout,
             cancel_requested=False,

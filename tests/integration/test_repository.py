@@ -73,6 +73,23 @@ async def test_stale_attempt_cannot_overwrite_a_newer_one(
     assert finished.result == {"slept": 1} and finished.attempts == 2
 
 
+async def test_every_status_and_progress_write_bumps_seq(
+    sessions: SessionFactory, subject: str
+) -> None:
+    job = await make_job(sessions, subject)
+    assert job.seq == 1
+    claimed = await claim(sessions, job.id)
+    assert claimed is not None and claimed.seq == 2
+    async with sessions.begin() as session:
+        repository = JobRepository(session)
+        quiet = await repository.save_progress(job.id, 1, None)
+        loud = await repository.save_progress(job.id, 1, {"current": 1})
+        done = await repository.finish(job.id, 1, JobStatus.SUCCEEDED, datetime.now(UTC))
+    assert quiet is not None and quiet.seq == 2
+    assert loud is not None and loud.seq == 3
+    assert done.seq == 4
+
+
 async def test_terminal_states_are_absorbing(sessions: SessionFactory, subject: str) -> None:
     job = await make_job(sessions, subject)
     await claim(sessions, job.id)
@@ -97,11 +114,13 @@ async def test_cancel_running_sets_the_flag_the_attempt_reads(
     job = await make_job(sessions, subject)
     await claim(sessions, job.id)
     async with sessions.begin() as session:
-        assert await JobRepository(session).save_progress(job.id, 1, None) is False
+        pulse = await JobRepository(session).save_progress(job.id, 1, None)
+        assert pulse is not None and pulse.cancel_requested is False
         flagged = await JobRepository(session).request_cancel(job.id)
     assert flagged is not None and flagged.cancel_requested
     async with sessions.begin() as session:
-        assert await JobRepository(session).save_progress(job.id, 1, {"current": 2}) is True
+        pulse = await JobRepository(session).save_progress(job.id, 1, {"current": 2})
+    assert pulse is not None and pulse.cancel_requested is True
 
 
 async def test_take_due_hands_each_job_out_once(sessions: SessionFactory, subject: str) -> None:

@@ -1,0 +1,166 @@
+"""One Redis subscription per API process, fanned out to every watcher in the process.
+
+Each watcher gets a bounded queue. A watcher that falls behind loses its queued events and is
+told to resynchronise (it reloads the job from Postgres), so a slow client never holds up the
+others nor grows memory without bound. When the subscription drops, the hub reconnects and
+tells every watcher to resynchronise, since events may have passed while it was away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Final
+
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.events import Envelope, JobEvent
+from shared.jobs.service import Principal
+from shared.keys import EVENTS_CHANNEL
+
+log = logging.getLogger("jobq.hub")
+
+
+class _Resync:
+    """Queued in place of events a watcher missed."""
+
+
+RESYNC: Final = _Resync()
+Item = JobEvent | _Resync
+
+
+class TooManyConnections(Exception):
+    pass
+
+
+class Subscription:
+    def __init__(self, principal: Principal, job_id: uuid.UUID | None, size: int) -> None:
+        self.principal = principal
+        self.job_id = job_id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
+        self.overflows = 0
+
+    def wants(self, envelope: Envelope) -> bool:
+        if self.job_id is not None:
+            return envelope.event.job_id == self.job_id
+        return self.principal.admin or envelope.owner == self.principal.subject
+
+    def offer(self, item: Item) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            if not isinstance(item, _Resync):
+                self.overflows += 1
+            self.resync()
+
+    def resync(self) -> None:
+        """Drop what is queued: the watcher reloads from Postgres instead."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(RESYNC)
+
+    async def next(self, wait: float) -> Item | None:
+        """The next event, RESYNC, or None when nothing came within `wait` seconds."""
+        try:
+            return await asyncio.wait_for(self.queue.get(), wait)
+        except TimeoutError:
+            return None
+
+
+class Hub:
+    def __init__(self, redis_url: str, *, queue_size: int, max_per_subject: int) -> None:
+        self.redis_url = redis_url
+        self.queue_size = queue_size
+        self.max_per_subject = max_per_subject
+        self._by_job: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
+        self._firehose: set[Subscription] = set()
+        self._per_subject: dict[str, int] = defaultdict(int)
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    @property
+    def watchers(self) -> int:
+        return sum(self._per_subject.values())
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="jobq-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.contextmanager
+    def subscribe(self, principal: Principal, job_id: uuid.UUID | None) -> Iterator[Subscription]:
+        if self._per_subject[principal.subject] >= self.max_per_subject:
+            raise TooManyConnections(principal.subject)
+        subscription = Subscription(principal, job_id, self.queue_size)
+        group = self._by_job[job_id] if job_id is not None else self._firehose
+        group.add(subscription)
+        self._per_subject[principal.subject] += 1
+        try:
+            yield subscription
+        finally:
+            group.discard(subscription)
+            if job_id is not None and not group:
+                self._by_job.pop(job_id, None)
+            self._per_subject[principal.subject] -= 1
+            if not self._per_subject[principal.subject]:
+                del self._per_subject[principal.subject]
+
+    def deliver(self, envelope: Envelope) -> None:
+        for subscription in self._by_job.get(envelope.event.job_id, ()):
+            subscription.offer(envelope.event)
+        for subscription in self._firehose:
+            if subscription.wants(envelope):
+                subscription.offer(envelope.event)
+
+    def _resync_all(self) -> None:
+        for group in (*self._by_job.values(), self._firehose):
+            for subscription in group:
+                subscription.resync()
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            redis = Redis.from_url(
+                self.redis_url, socket_connect_timeout=3, health_check_interval=10
+            )
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    if self.reconnects:
+                        self._resync_all()
+                    self.reconnects += 1
+                    self.connected.set()
+                    delay = 0.1
+                    await self._listen(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("event subscription lost (%s); reconnecting in %.1fs", exc, delay)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _listen(self, pubsub: object) -> None:
+        async for message in pubsub.listen():  # type: ignore[attr-defined]
+            if message.get("type") != "message":
+                continue
+            try:
+                envelope = Envelope.model_validate_json(message["data"])
+            except ValidationError:
+                log.warning("ignoring a malformed event")
+                continue
+            self.deliver(envelope)

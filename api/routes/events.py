@@ -1,0 +1,202 @@
+"""Live job events: WebSocket `/ws/jobs/{id}`, `/ws/jobs`, and SSE `/jobs/{id}/events`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketState
+
+from api.deps import CurrentPrincipal, Services, ServicesDep
+from api.follower import Follower
+from api.hub import TooManyConnections
+from shared.errors import InvalidToken, NotFound, TooManyRequests
+from shared.events import JobEvent
+from shared.jobs.service import Principal
+from shared.tokens import verify_token
+
+router = APIRouter(tags=["events"])
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN = 1013
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
+
+
+def _services(websocket: WebSocket) -> Services:
+    services: Services = websocket.app.state.services
+    return services
+
+
+def _token(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if scheme.lower() == "bearer" and credentials:
+        return credentials.strip()
+    return websocket.query_params.get("token")
+
+
+async def _authenticate(websocket: WebSocket, services: Services) -> Principal | None:
+    await websocket.accept()
+    token = _token(websocket)
+    try:
+        if not token:
+            raise InvalidToken("missing token")
+        return verify_token(services.settings, token)
+    except InvalidToken as exc:
+        await websocket.close(CLOSE_UNAUTHORIZED, reason=str(exc.detail))
+        return None
+
+
+async def _send(websocket: WebSocket, event: JobEvent, limit: float) -> None:
+    """Send, or give up on a client that stopped reading (TimeoutError)."""
+    await asyncio.wait_for(websocket.send_text(event.model_dump_json()), limit)
+
+
+async def _drain_client(websocket: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a disconnect is noticed."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await websocket.receive_text()
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code, reason=reason), 2)
+
+
+async def _serve(
+    websocket: WebSocket, stream: AsyncIterator[JobEvent | None], lifetime: float
+) -> tuple[int, str]:
+    """Pump events to the socket until the stream ends, the client leaves, or time is up."""
+    services = _services(websocket)
+    send_timeout = services.settings.ws_send_timeout
+
+    async def pump() -> tuple[int, str]:
+        async for event in stream:
+            if event is not None:
+                await _send(websocket, event, send_timeout)
+        return CLOSE_NORMAL, "job finished"
+
+    pumping = asyncio.ensure_future(pump())
+    reading = asyncio.ensure_future(_drain_client(websocket))
+    try:
+        done, _ = await asyncio.wait(
+            {pumping, reading}, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
+        )
+        if pumping in done:
+            return pumping.result()
+        if reading in done:
+            return CLOSE_NORMAL, "client left"
+        return CLOSE_GOING_AWAY, "maximum connection lifetime; reconnect with ?after=SEQ"
+    except TimeoutError:
+        return CLOSE_TRY_AGAIN, "client too slow"
+    finally:
+        for task in (pumping, reading):
+            task.cancel()
+        await asyncio.gather(pumping, reading, return_exceptions=True)
+
+
+@router.websocket("/ws/jobs/{job_id}")
+async def watch_job(websocket: WebSocket, job_id: uuid.UUID, after: int | None = None) -> None:
+    services = _services(websocket)
+    principal = await _authenticate(websocket, services)
+    if principal is None:
+        return
+    settings = services.settings
+    try:
+        with services.hub.subscribe(principal, job_id) as subscription:
+            follower = Follower(services, services.events, principal, job_id, subscription)
+            try:
+                await follower.load()
+            except NotFound:
+                await _close(websocket, CLOSE_NOT_FOUND, "job not found")
+                return
+            stream = follower.events(after, settings.ws_idle_check)
+            code, reason = await _serve(websocket, stream, settings.ws_max_lifetime)
+    except TooManyConnections:
+        code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
+    await _close(websocket, code, reason)
+
+
+@router.websocket("/ws/jobs")
+async def watch_all(websocket: WebSocket) -> None:
+    """Every event of every job this subject may see (admins: all jobs), for dashboards."""
+    services = _services(websocket)
+    principal = await _authenticate(websocket, services)
+    if principal is None:
+        return
+    settings = services.settings
+
+    async def stream() -> AsyncIterator[JobEvent | None]:
+        while True:
+            item = await subscription.next(settings.ws_idle_check)
+            if isinstance(item, JobEvent) or item is None:
+                yield item
+            else:
+                # Events were dropped; the client must reload its list.
+                raise _Missed()
+
+    try:
+        with services.hub.subscribe(principal, None) as subscription:
+            try:
+                code, reason = await _serve(websocket, stream(), settings.ws_max_lifetime)
+            except _Missed:
+                code, reason = CLOSE_TRY_AGAIN, "missed events; reload and reconnect"
+    except TooManyConnections:
+        code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
+    await _close(websocket, code, reason)
+
+
+class _Missed(Exception):
+    pass
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "No such job."}},
+)
+async def job_events(
+    job_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    services: ServicesDep,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """The job's events as Server-Sent Events (`id:` is the seq); ends after the terminal one."""
+    resume = last_event_id if last_event_id is not None else after
+    cleanup = contextlib.ExitStack()
+    try:
+        subscription = cleanup.enter_context(services.hub.subscribe(principal, job_id))
+        follower = Follower(services, services.events, principal, job_id, subscription)
+        await follower.load()
+    except TooManyConnections:
+        cleanup.close()
+        raise TooManyRequests("too many connections for this subject") from None
+    except BaseException:
+        cleanup.close()
+        raise
+
+    async def body() -> AsyncIterator[str]:
+        with cleanup:
+            async for event in follower.events(resume, services.settings.ws_idle_check):
+                if event is None:
+                    yield ": keep-alive\n\n"
+                else:
+                    data = event.model_dump_json()
+                    yield f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n"
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,101 @@
+"""Job events: the model watchers receive, and the bus that carries them over Redis.
+
+Every status or progress write bumps the job's `seq` in Postgres, in the same UPDATE, so seq is
+allocated atomically and increases strictly per job. After the write commits, its event is
+appended to the job's Redis Stream (kept for replay) and published on one channel (for live
+delivery). Publishing is best effort: Postgres stays the record, and a watcher that misses an
+event catches up from the stream or from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.db.models import Job
+from shared.jobs.schemas import JobErrorInfo, Progress
+from shared.jobs.states import JobStatus, is_terminal
+from shared.keys import EVENTS_CHANNEL, event_stream
+
+log = logging.getLogger("jobq.events")
+
+EventType = Literal["snapshot", "progress", "status"]
+STREAM_MAXLEN = 1000
+
+
+class JobEvent(BaseModel):
+    type: EventType
+    job_id: uuid.UUID
+    seq: int
+    status: JobStatus
+    progress: Progress | None = None
+    result: dict[str, Any] | None = None
+    error: JobErrorInfo | None = None
+    ts: datetime
+
+    @property
+    def terminal(self) -> bool:
+        return self.type == "status" and is_terminal(self.status)
+
+    @classmethod
+    def of(cls, job: Job, type: EventType, seq: int | None = None) -> JobEvent:
+        return cls(
+            type=type,
+            job_id=job.id,
+            seq=job.seq if seq is None else seq,
+            status=JobStatus(job.status),
+            progress=job.progress,
+            result=job.result,
+            error=job.error,
+            ts=datetime.now(UTC),
+        )
+
+
+class Envelope(BaseModel):
+    """What travels on Redis: the event and who may see it."""
+
+    owner: str
+    event: JobEvent
+
+
+class EventBus:
+    def __init__(self, redis: Redis, retention_seconds: int) -> None:
+        self.redis = redis
+        self.retention = retention_seconds
+
+    async def publish(self, owner: str, *events: JobEvent) -> None:
+        """Append to each job's stream and broadcast. Never raises: Postgres is the record."""
+        if not events:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for event in events:
+                    data = Envelope(owner=owner, event=event).model_dump_json()
+                    key = event_stream(event.job_id)
+                    pipe.xadd(key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
+                    pipe.expire(key, self.retention)
+                    pipe.publish(EVENTS_CHANNEL, data)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish %d event(s): %s", len(events), exc)
+
+    async def replay(self, job_id: uuid.UUID, after: int) -> list[JobEvent] | None:
+        """Retained events with seq > after, in order; None if some of them are gone."""
+        entries = await self.redis.xrange(event_stream(job_id)) or []
+        events = sorted(
+            (Envelope.model_validate_json(fields[b"e"]).event for _, fields in entries if fields),
+            key=lambda event: event.seq,
+        )
+        newer = [event for event in events if event.seq > after]
+        expected = list(range(after + 1, after + 1 + len(newer)))
+        if [event.seq for event in newer] != expected:
+            return None
+        if after > 0 and not newer and (not events or events[-1].seq < after):
+            return None
+        return newer
