@@ -110,6 +110,8 @@ def settings(servers: Servers) -> Settings:
         cancel_poll_interval=0.2,
         progress_interval=0.1,
         dispatch_interval=0.2,
+        ws_send_timeout=2.0,
+        ws_idle_check=2.0,
     )
 
 
@@ -117,7 +119,9 @@ def settings(servers: Servers) -> Settings:
 def own_broker(settings: Settings) -> Iterator[Settings]:
     """The same database, but a Redis database of its own: no running worker takes its jobs."""
     base, db = settings.redis_url.rsplit("/", 1)
-    isolated = settings.model_copy(update={"redis_url": f"{base}/{(int(db or 0) + 1) % 16}"})
+    number = int(db or 0)
+    other = number + 1 if number < 15 else number - 1
+    isolated = settings.model_copy(update={"redis_url": f"{base}/{other}"})
     with Redis.from_url(isolated.redis_url) as client:
         client.flushdb()
     yield isolated

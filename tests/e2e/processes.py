@@ -28,6 +28,8 @@ def child_env(settings: Settings, **extra: str) -> dict[str, str]:
         JOBQ_CANCEL_POLL_INTERVAL=str(settings.cancel_poll_interval),
         JOBQ_PROGRESS_INTERVAL=str(settings.progress_interval),
         JOBQ_DISPATCH_INTERVAL=str(settings.dispatch_interval),
+        JOBQ_WS_SEND_TIMEOUT=str(settings.ws_send_timeout),
+        JOBQ_WS_IDLE_CHECK=str(settings.ws_idle_check),
         JOBQ_KIND_MODULES="tests.e2e.kinds",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
         PYTHONUNBUFFERED="1",

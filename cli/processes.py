@@ -1,0 +1,65 @@
+"""The command lines of jobq's three long-running processes: API, Celery worker and Flower.
+
+`jobq api|worker|flower` exec them as they are; `jobq dev` runs and supervises all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+
+from shared.errors import ConfigurationError
+from shared.keys import QUEUES
+from shared.settings import PLACEHOLDER_SECRETS, Settings
+
+Argv = list[str]
+
+
+def api_argv(settings: Settings) -> Argv:
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
+        "--host", settings.api_host,
+        "--port", str(settings.api_port),
+    ]  # fmt: skip
+
+
+def worker_argv(settings: Settings, concurrency: int | None = None) -> Argv:
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.app", "worker",
+        "--loglevel", "INFO",
+        "-Q", ",".join(QUEUES),
+        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "-E",  # task events, which Flower shows
+    ]  # fmt: skip
+
+
+def flower_argv(settings: Settings) -> Argv:
+    """Flower's command line; its credentials go in `flower_env`, out of sight of `ps`."""
+    database = settings.data_dir.resolve() / "flower.db"
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+        f"--address={settings.flower_host}",
+        f"--port={settings.flower_port}",
+        "--persistent=True",
+        f"--db={database}",
+    ]  # fmt: skip
+
+
+def flower_env(settings: Settings) -> dict[str, str]:
+    return {"FLOWER_BASIC_AUTH": f"{settings.flower_user}:{flower_password(settings)}"}
+
+
+def flower_password(settings: Settings) -> str:
+    """The Flower password; in dev a placeholder becomes one derived from the secret key.
+
+    Derived rather than random so it stays the same across restarts of `jobq dev`.
+    Outside dev a placeholder is refused, as the secret key is.
+    """
+    password = settings.flower_password.get_secret_value()
+    if password.strip().lower() not in PLACEHOLDER_SECRETS:
+        return password
+    if settings.env != "dev":
+        raise ConfigurationError("JOBQ_FLOWER_PASSWORD is unset or a placeholder; set one")
+    key = settings.secret_key.get_secret_value().encode()
+    return hmac.new(key, b"jobq-flower-password", hashlib.sha256).hexdigest()[:24]

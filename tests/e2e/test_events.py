@@ -1,0 +1,251 @@
+"""Live events over WebSocket and SSE, through real uvicorn, a real worker and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from cli.servers import free_port
+from shared.settings import Settings
+from shared.tokens import issue_token
+from tests.conftest import Servers
+from tests.e2e.processes import Managed, start_api, start_worker
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Watch:
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    close_code: int | None = None
+    close_reason: str = ""
+
+    @property
+    def seqs(self) -> list[int]:
+        return [message["seq"] for message in self.messages]
+
+    def assert_complete(self, status: str = "succeeded") -> None:
+        assert self.messages, "no messages"
+        assert self.messages[0]["type"] == "snapshot", self.messages[0]
+        assert self.seqs == sorted(set(self.seqs)), self.seqs
+        last = self.messages[-1]
+        assert last["type"] == "status" and last["status"] == status, last
+        assert self.close_code == 1000, (self.close_code, self.close_reason)
+
+
+def ws_url(base_url: str, path: str) -> str:
+    return base_url.replace("http://", "ws://") + path
+
+
+async def watch(url: str, token: str | None, limit: float = 30) -> Watch:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    result = Watch()
+    async with asyncio.timeout(limit), connect(url, additional_headers=headers) as ws:
+        try:
+            async for raw in ws:
+                result.messages.append(json.loads(raw))
+        except ConnectionClosed:
+            pass
+        result.close_code = ws.close_code
+        result.close_reason = ws.close_reason or ""
+    return result
+
+
+async def submit(base_url: str, token: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
+        response = await client.post(
+            "/jobs",
+            json={"kind": kind, "params": params},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+async def test_hundred_watchers_each_see_the_whole_job(base_url: str, token: str) -> None:
+    job = await submit(base_url, token, "sleep", {"seconds": 3, "steps": 30})
+    url = ws_url(base_url, f"/ws/jobs/{job['id']}")
+    watches = await asyncio.gather(*(watch(url, token) for _ in range(100)))
+    terminals = set()
+    for result in watches:
+        result.assert_complete()
+        terminals.add(json.dumps({k: v for k, v in result.messages[-1].items() if k != "ts"}))
+        assert any(message["type"] == "progress" for message in result.messages)
+    assert len(terminals) == 1
+    assert json.loads(terminals.pop())["result"] == {"slept": 3}
+
+
+async def test_watcher_after_the_end_gets_snapshot_and_terminal(base_url: str, token: str) -> None:
+    job = await submit(base_url, token, "echo", {"message": "done already"})
+    await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token)
+    late = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token)
+    late.assert_complete()
+    assert [message["type"] for message in late.messages] == ["snapshot", "status"]
+    assert late.messages[-1]["result"] == {"message": "done already"}
+
+
+async def test_resume_after_a_seq_replays_only_newer_events(base_url: str, token: str) -> None:
+    job = await submit(base_url, token, "sleep", {"seconds": 0.5, "steps": 5})
+    first = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token)
+    first.assert_complete()
+    resumed = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}?after=2"), token)
+    assert resumed.messages[0]["seq"] == 3 and resumed.messages[0]["type"] != "snapshot"
+    assert resumed.seqs == list(range(3, resumed.seqs[-1] + 1))
+    assert resumed.messages[-1]["status"] == "succeeded" and resumed.close_code == 1000
+
+
+async def test_token_in_query_string_works(base_url: str, token: str) -> None:
+    job = await submit(base_url, token, "echo", {"message": "q"})
+    result = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}?token={token}"), None)
+    result.assert_complete()
+
+
+@pytest.mark.parametrize("bad", [None, "not-a-token"])
+async def test_bad_or_missing_token_closes_4401(base_url: str, token: str, bad: str | None) -> None:
+    job = await submit(base_url, token, "echo", {"message": "x"})
+    result = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), bad)
+    assert result.messages == [] and result.close_code == 4401
+
+
+async def test_other_tenants_job_closes_4404(base_url: str, token: str, settings: Settings) -> None:
+    job = await submit(base_url, token, "echo", {"message": "mine"})
+    other = issue_token(settings, "eve")
+    result = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), other)
+    assert result.messages == [] and result.close_code == 4404
+
+
+async def test_firehose_never_shows_another_tenants_job(base_url: str, settings: Settings) -> None:
+    alice, bob = issue_token(settings, "fh-alice"), issue_token(settings, "fh-bob")
+    seen: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        async with connect(
+            ws_url(base_url, "/ws/jobs"), additional_headers={"Authorization": f"Bearer {alice}"}
+        ) as ws:
+            async for raw in ws:
+                seen.append(json.loads(raw))
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.3)
+    mine = {(await submit(base_url, alice, "echo", {"message": "a"}))["id"] for _ in range(3)}
+    for _ in range(3):
+        await submit(base_url, bob, "echo", {"message": "b"})
+    for _ in range(50):
+        if {event["job_id"] for event in seen if event["status"] == "succeeded"} >= mine:
+            break
+        await asyncio.sleep(0.1)
+    listener.cancel()
+    assert {event["job_id"] for event in seen} == mine
+
+
+async def test_sse_stream_resumes_with_last_event_id(base_url: str, token: str) -> None:
+    job = await submit(base_url, token, "sleep", {"seconds": 0.5, "steps": 5})
+
+    async def read(headers: dict[str, str]) -> list[tuple[int, str, dict[str, Any]]]:
+        events = []
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=30) as client,
+            client.stream("GET", f"/jobs/{job['id']}/events", headers=headers) as response,
+        ):
+            assert response.headers["content-type"].startswith("text/event-stream")
+            block: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line.startswith(("id:", "event:", "data:")):
+                    key, _, value = line.partition(":")
+                    block[key] = value.strip()
+                elif not line and block:
+                    events.append((int(block["id"]), block["event"], json.loads(block["data"])))
+                    block = {}
+        return events
+
+    auth = {"Authorization": f"Bearer {token}"}
+    whole = await read(auth)
+    assert whole[0][1] == "snapshot" and whole[-1][2]["status"] == "succeeded"
+    resumed = await read({**auth, "Last-Event-ID": "3"})
+    assert [seq for seq, _, _ in resumed] == [seq for seq, _, _ in whole if seq > 3]
+
+
+async def test_slow_watcher_is_dropped_and_delays_no_one(base_url: str, settings: Settings) -> None:
+    admin = issue_token(settings, "slow-admin", admin=True)
+    # A firehose client that never reads, with a tiny receive buffer: the server must give up on it.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(base_url.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    async with connect(
+        ws_url(base_url, "/ws/jobs"),
+        sock=sock,
+        additional_headers={"Authorization": f"Bearer {admin}"},
+        max_queue=1,
+    ) as slow:
+        token = issue_token(settings, "busy")
+        job = await submit(base_url, token, "sleep", {"seconds": 2, "steps": 20})
+        watching = asyncio.create_task(watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token))
+        padding = "p" * 900
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            for _ in range(20):
+                await asyncio.gather(
+                    *(
+                        client.post(
+                            "/jobs",
+                            json={"kind": "echo", "params": {"message": padding}},
+                            headers={"Authorization": f"Bearer {token}"},
+                        )
+                        for _ in range(25)
+                    )
+                )
+        result = await asyncio.wait_for(watching, 20)
+        result.assert_complete()
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(20):
+                async for _ in slow:
+                    pass
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+async def test_watchers_survive_the_hub_losing_redis(
+    base_url: str, token: str, settings: Settings
+) -> None:
+    job = await submit(base_url, token, "sleep", {"seconds": 3, "steps": 30})
+    url = ws_url(base_url, f"/ws/jobs/{job['id']}")
+    watching = [asyncio.create_task(watch(url, token)) for _ in range(5)]
+    await asyncio.sleep(1)
+    with Redis.from_url(settings.redis_url) as redis:
+        killed = redis.client_kill_filter(_type="pubsub")
+    assert killed >= 1
+    for result in await asyncio.gather(*watching):
+        result.assert_complete()
+
+
+@pytest.fixture
+def second_stack(settings: Settings, servers: Servers) -> Iterator[str]:
+    api = start_api(settings, free_port(), servers.tmp / "logs")
+    worker: Managed | None = None
+    try:
+        worker = start_worker(settings, servers.tmp / "logs", name="second")
+        port = api.command[api.command.index("--port") + 1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if worker is not None:
+            worker.stop()
+        api.stop()
+
+
+async def test_watcher_on_one_api_follows_a_job_submitted_through_another(
+    base_url: str, second_stack: str, token: str
+) -> None:
+    for _ in range(4):
+        job = await submit(base_url, token, "sleep", {"seconds": 1, "steps": 5})
+        result = await watch(ws_url(second_stack, f"/ws/jobs/{job['id']}"), token)
+        result.assert_complete()
