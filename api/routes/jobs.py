@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
 
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
@@ -18,23 +18,38 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours."}}
 
 
-async def _start(job: Job, services: ServicesDep, background: BackgroundTasks) -> None:
-    """Announce a just-committed job and hand it to its executor if it is due.
+class Launch:
+    """Commits a new job, announces it, and hands it to its executor if it is due.
 
-    Delayed jobs wait for the dispatcher.
+    Heavy jobs go to Celery only after the commit; quick ones run on BackgroundTasks once the
+    response is sent; delayed ones wait for the dispatcher.
     """
-    await services.events.publish(job.owner, JobEvent.of(job, "status"))
-    if job.dispatched_at is None:
-        return
-    if job.lane == Lane.QUICK:
-        background.add_task(services.local.run, job.id)
-    else:
-        await services.dispatcher.hand_over([job])
+
+    def __init__(
+        self,
+        session: SessionDep,
+        services: ServicesDep,
+        background: BackgroundTasks,
+        response: Response,
+    ) -> None:
+        self.session = session
+        self.services = services
+        self.background = background
+        self.response = response
+
+    async def accepted(self, job: Job) -> JobOut:
+        await self.session.commit()
+        await self.services.events.publish(job.owner, JobEvent.of(job, "status"))
+        if job.dispatched_at is not None:
+            if job.lane == Lane.QUICK:
+                self.background.add_task(self.services.local.run, job.id)
+            else:
+                await self.services.dispatcher.hand_over([job])
+        self.response.headers["Location"] = f"/jobs/{job.id}"
+        return JobOut.model_validate(job)
 
 
-def _accepted(job: Job, response: Response) -> JobOut:
-    response.headers["Location"] = f"/jobs/{job.id}"
-    return JobOut.model_validate(job)
+LaunchDep = Annotated[Launch, Depends()]
 
 
 @router.post(
@@ -44,19 +59,10 @@ def _accepted(job: Job, response: Response) -> JobOut:
     responses={422: {"description": "Unknown kind, bad params or unknown fields."}},
 )
 async def submit_job(
-    body: JobSubmission,
-    principal: CurrentPrincipal,
-    jobs: JobServiceDep,
-    session: SessionDep,
-    services: ServicesDep,
-    background: BackgroundTasks,
-    response: Response,
+    body: JobSubmission, principal: CurrentPrincipal, jobs: JobServiceDep, launch: LaunchDep
 ) -> JobOut:
     """Queue a job. A 202 means the job is committed to Postgres and will reach an end state."""
-    job = await jobs.submit(principal, body)
-    await session.commit()
-    await _start(job, services, background)
-    return _accepted(job, response)
+    return await launch.accepted(await jobs.submit(principal, body))
 
 
 @router.get("", response_model=JobPage)
@@ -108,16 +114,7 @@ async def cancel_job(
     responses={**NOT_FOUND, 409: {"description": "The job has not finished yet."}},
 )
 async def retry_job(
-    job_id: uuid.UUID,
-    principal: CurrentPrincipal,
-    jobs: JobServiceDep,
-    session: SessionDep,
-    services: ServicesDep,
-    background: BackgroundTasks,
-    response: Response,
+    job_id: uuid.UUID, principal: CurrentPrincipal, jobs: JobServiceDep, launch: LaunchDep
 ) -> JobOut:
     """Submit a finished job's kind and params again, as a new job."""
-    job = await jobs.retry(principal, job_id)
-    await session.commit()
-    await _start(job, services, background)
-    return _accepted(job, response)
+    return await launch.accepted(await jobs.retry(principal, job_id))
