@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from api import redaction
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.hub import Hub
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    redaction.install()
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(jobs.router)

@@ -96,7 +96,7 @@ class Managed:
 def start_api(settings: Settings, port: int, log_dir: Path) -> Managed:
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
     ]  # fmt: skip
     api = Managed("api", command, child_env(settings), log_dir / f"api-{port}.log").start()
     deadline = time.monotonic() + 30

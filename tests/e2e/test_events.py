@@ -105,10 +105,14 @@ async def test_resume_after_a_seq_replays_only_newer_events(base_url: str, token
     assert resumed.messages[-1]["status"] == "succeeded" and resumed.close_code == 1000
 
 
-async def test_token_in_query_string_works(base_url: str, token: str) -> None:
+async def test_token_in_query_string_works_and_is_never_logged(
+    base_url: str, token: str, api_process: Managed
+) -> None:
     job = await submit(base_url, token, "echo", {"message": "q"})
     result = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}?token={token}"), None)
     result.assert_complete()
+    api_process.wait_for_log(f"/ws/jobs/{job['id']}?token=[redacted]", timeout=5)
+    assert token not in api_process.log()
 
 
 @pytest.mark.parametrize("bad", [None, "not-a-token"])
