@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from shared.events import Envelope, JobEvent
 from shared.jobs.service import Principal
-from shared.keys import EVENTS_CHANNEL
+from shared.keys import events_channel, redis_db
 
 log = logging.getLogger("jobq.hub")
 
@@ -136,7 +136,7 @@ class Hub:
             )
             try:
                 async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    await pubsub.subscribe(events_channel(redis_db(redis)))
                     if self.reconnects:
                         self._resync_all()
                     self.reconnects += 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -29,6 +30,7 @@ from shared.settings import Settings, load_settings
 log = logging.getLogger("jobq.api")
 
 QUICK_DRAIN_SECONDS = 10.0
+SHUTDOWN_STEP = 5.0
 
 
 @contextlib.asynccontextmanager
@@ -69,14 +71,31 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        dispatching.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await dispatching
-        await local.drain(QUICK_DRAIN_SECONDS)
-        await hub.stop()
-        await redis.aclose()
-        celery.close()
-        await engine.dispose()
+        # Each step is bounded: a dependency that hangs must not stop the process exiting.
+        await _bounded("dispatcher", _cancel(dispatching))
+        await _bounded("quick jobs", local.drain(QUICK_DRAIN_SECONDS), QUICK_DRAIN_SECONDS + 2)
+        await _bounded("events hub", hub.stop())
+        await _bounded("redis", redis.aclose())
+        await asyncio.to_thread(celery.close)
+        await _bounded("database", engine.dispose())
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _bounded(
+    name: str, step: Coroutine[Any, Any, None], limit: float = SHUTDOWN_STEP
+) -> None:
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=limit)
+    if not done:
+        task.cancel()
+        log.warning("shutdown: %s did not stop within %.0fs", name, limit)
+    elif not task.cancelled() and task.exception() is not None:
+        log.warning("shutdown: %s failed: %r", name, task.exception())
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from shared.db.models import Job
 from shared.jobs.schemas import JobErrorInfo, Progress
 from shared.jobs.states import JobStatus, is_terminal
-from shared.keys import EVENTS_CHANNEL, event_stream
+from shared.keys import event_stream, events_channel, redis_db
 
 log = logging.getLogger("jobq.events")
 
@@ -68,6 +68,7 @@ class EventBus:
     def __init__(self, redis: Redis, retention_seconds: int) -> None:
         self.redis = redis
         self.retention = retention_seconds
+        self.channel = events_channel(redis_db(redis))
 
     async def publish(self, owner: str, *events: JobEvent) -> None:
         """Append to each job's stream and broadcast. Never raises: Postgres is the record."""
@@ -80,7 +81,7 @@ class EventBus:
                     key = event_stream(event.job_id)
                     pipe.xadd(key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
                     pipe.expire(key, self.retention)
-                    pipe.publish(EVENTS_CHANNEL, data)
+                    pipe.publish(self.channel, data)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not publish %d event(s): %s", len(events), exc)

@@ -16,10 +16,22 @@ def queue_for(priority: Priority | str) -> str:
     return f"{QUEUE_PREFIX}.{Priority(priority).value}"
 
 
-# Every job event, for every API process's hub: one channel, one subscription per process.
-EVENTS_CHANNEL = "jobq:events"
+
+def events_channel(db: int) -> str:
+    """Every job event, for every API process's hub: one channel, one subscription per process.
+
+    Pub/sub ignores Redis database numbers, so the channel names its database: deployments
+    sharing a Redis server on different databases never hear each other's events.
+    """
+    return f"jobq:events@{db}"
 
 
 def event_stream(job_id: object) -> str:
     """The per-job Redis Stream that keeps a job's recent events for replay."""
-    return f"jobq:events:{job_id}"
+    return f"jobq:job-events:{job_id}"
+
+
+def redis_db(client: object) -> int:
+    """The database number a redis-py client (sync or asyncio) talks to."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    return int(kwargs.get("db", 0) or 0)
