@@ -112,6 +112,7 @@ def settings(servers: Servers) -> Settings:
         dispatch_interval=0.2,
         ws_send_timeout=2.0,
         ws_idle_check=2.0,
+        kind_modules=["tests.e2e.kinds"],
     )
 
 

@@ -17,20 +17,15 @@ from shared.settings import Settings
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("JOBQ_")}
+    for name, value in settings.model_dump(mode="json", exclude_none=True).items():
+        if isinstance(value, list):
+            value = ",".join(value)
+        env[f"JOBQ_{name.upper()}"] = str(value)
     env.update(
-        JOBQ_ENV="test",
-        JOBQ_DATA_DIR=str(settings.data_dir),
-        JOBQ_DATABASE_URL=settings.database_url,
-        JOBQ_REDIS_URL=settings.redis_url,
         JOBQ_SECRET_KEY=settings.secret_key.get_secret_value(),
-        JOBQ_CANCEL_GRACE_SECONDS=str(settings.cancel_grace_seconds),
-        JOBQ_CANCEL_POLL_INTERVAL=str(settings.cancel_poll_interval),
-        JOBQ_PROGRESS_INTERVAL=str(settings.progress_interval),
-        JOBQ_DISPATCH_INTERVAL=str(settings.dispatch_interval),
-        JOBQ_WS_SEND_TIMEOUT=str(settings.ws_send_timeout),
-        JOBQ_WS_IDLE_CHECK=str(settings.ws_idle_check),
-        JOBQ_KIND_MODULES="tests.e2e.kinds",
+        JOBQ_FLOWER_PASSWORD=settings.flower_password.get_secret_value(),
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
         PYTHONUNBUFFERED="1",
     )

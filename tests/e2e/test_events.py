@@ -253,3 +253,43 @@ async def test_watcher_on_one_api_follows_a_job_submitted_through_another(
         job = await submit(base_url, token, "sleep", {"seconds": 1, "steps": 5})
         result = await watch(ws_url(second_stack, f"/ws/jobs/{job['id']}"), token)
         result.assert_complete()
+
+
+@pytest.fixture
+def strict_api(settings: Settings, servers: Servers, worker_process: Managed) -> Iterator[str]:
+    """An API process with a one-second connection lifetime and two connections per subject."""
+    strict = settings.model_copy(update={"ws_max_lifetime": 1.0, "ws_max_per_subject": 2})
+    api = start_api(strict, free_port(), servers.tmp / "logs")
+    port = api.command[api.command.index("--port") + 1]
+    yield f"http://127.0.0.1:{port}"
+    api.stop()
+
+
+async def test_connection_lifetime_ends_with_1001_and_resume_continues(
+    strict_api: str, token: str
+) -> None:
+    job = await submit(strict_api, token, "sleep", {"seconds": 2.5, "steps": 25})
+    first = await watch(ws_url(strict_api, f"/ws/jobs/{job['id']}"), token)
+    assert first.close_code == 1001 and "after" in first.close_reason
+    assert first.messages and first.messages[-1]["status"] in {"queued", "running"}
+    rest = Watch()
+    for _ in range(5):
+        more = await watch(
+            ws_url(strict_api, f"/ws/jobs/{job['id']}?after={first.seqs[-1]}"), token
+        )
+        rest.messages += more.messages
+        rest.close_code = more.close_code
+        first.messages += more.messages
+        if more.close_code == 1000:
+            break
+    assert rest.messages[0]["seq"] > first.seqs[0]
+    assert first.seqs == sorted(set(first.seqs))
+    assert first.messages[-1]["status"] == "succeeded" and rest.close_code == 1000
+
+
+async def test_connections_per_subject_are_capped(strict_api: str, token: str) -> None:
+    job = await submit(strict_api, token, "sleep", {"seconds": 0.9, "steps": 3})
+    url = ws_url(strict_api, f"/ws/jobs/{job['id']}")
+    results = await asyncio.gather(*(watch(url, token) for _ in range(3)))
+    codes = sorted(result.close_code or 0 for result in results)
+    assert codes.count(4429) == 1, codes
