@@ -153,3 +153,16 @@ async def test_kinds_lists_builtins_with_schemas(client: httpx.AsyncClient, toke
     assert kinds["sleep"]["lane"] == "heavy" and kinds["echo"]["lane"] == "quick"
     assert kinds["primes"]["params_schema"]["properties"]["limit"]["maximum"] == 100_000_000
     assert "count" in kinds["primes"]["result_schema"]["properties"]
+
+
+async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["openapi"].startswith("3.1")
+    assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/cancel", "/jobs/{job_id}/retry"} <= set(
+        schema["paths"]
+    )
+    assert {"/jobs/{job_id}/events", "/kinds", "/health", "/ready"} <= set(schema["paths"])
+    submission = schema["components"]["schemas"]["JobSubmission"]
+    assert submission["examples"] and submission["additionalProperties"] is False
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
