@@ -50,10 +50,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     local = LocalExecutor(Runner(sessions, registry, settings, events))
     dispatcher = Dispatcher(
         sessions,
-        Publisher(celery),
+        Publisher(celery, settings.cancel_grace_seconds),
         local,
+        events,
         interval=settings.dispatch_interval,
         batch=settings.dispatch_batch,
+        claim_timeout=settings.claim_timeout,
     )
     app.state.services = Services(
         settings=settings,

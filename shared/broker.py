@@ -58,17 +58,23 @@ def create_celery(settings: Settings) -> Celery:
 class Publisher:
     """Sends run-job messages. Blocking kombu calls run in a thread, off the event loop."""
 
-    def __init__(self, celery: Celery) -> None:
-        self.celery = celery
+    # Past the job's own timeout and grace, Celery's parent process kills the child: a
+    # backstop for a handler that blocks the child's event loop so it cannot stop itself.
+    HARD_LIMIT_MARGIN = 60.0
 
-    def send(self, job_id: uuid.UUID, priority: str) -> None:
+    def __init__(self, celery: Celery, grace: float) -> None:
+        self.celery = celery
+        self.grace = grace
+
+    def send(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
         message = RunJobMessage(job_id=job_id)
         self.celery.send_task(
             RUN_JOB_TASK,
             kwargs=message.model_dump(mode="json"),
             queue=queue_for(priority),
             routing_key=queue_for(priority),
+            time_limit=job_timeout + self.grace + self.HARD_LIMIT_MARGIN,
         )
 
-    async def publish(self, job_id: uuid.UUID, priority: str) -> None:
-        await asyncio.to_thread(self.send, job_id, priority)
+    async def publish(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
+        await asyncio.to_thread(self.send, job_id, priority, job_timeout)

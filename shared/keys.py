@@ -16,7 +16,6 @@ def queue_for(priority: Priority | str) -> str:
     return f"{QUEUE_PREFIX}.{Priority(priority).value}"
 
 
-
 def events_channel(db: int) -> str:
     """Every job event, for every API process's hub: one channel, one subscription per process.
 

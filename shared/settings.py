@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     cancel_poll_interval: float = Field(default=1.0, gt=0)
     dispatch_interval: float = Field(default=0.5, gt=0)
     dispatch_batch: int = Field(default=500, ge=1)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    claim_timeout: float = Field(default=30.0, gt=0)
 
     event_retention: int = Field(default=24 * 3600, ge=60)
     ws_queue_size: int = Field(default=256, ge=4)

@@ -53,6 +53,11 @@ class Job(Base):
     # Set when the job was handed to an executor (Celery or the API's quick lane); null while
     # it waits in Postgres for its run_at, or for a retry.
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # How often it was handed over: a job no executor claims is handed over again, each time
+    # after a longer wait, so a backlog never multiplies its messages.
+    dispatches: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # A running attempt renews this while it lives; past it, the attempt is presumed dead.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint(
@@ -63,6 +68,16 @@ class Job(Base):
         CheckConstraint("attempts >= 0 AND max_attempts >= 1", name="attempts"),
         Index("ix_jobs_owner_created", "owner", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
+        Index(
+            "ix_jobs_unclaimed",
+            "dispatched_at",
+            postgresql_where=text("status = 'queued' AND dispatched_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_jobs_lease",
+            "lease_expires_at",
+            postgresql_where=text("status = 'running'"),
+        ),
         Index(
             "ix_jobs_due",
             "run_at",

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Job
 from shared.errors import StaleAttempt
 from shared.jobs.states import JobStatus, can_transition
-from shared.keys import DISPATCH_LOCK_ID
 
 Cursor = tuple[datetime, uuid.UUID]
 
@@ -93,8 +92,8 @@ class JobRepository:
             raise StaleAttempt(f"job {job_id}: expected {expected} (attempt {attempt})")
         return job
 
-    async def claim(self, job_id: uuid.UUID, now: datetime) -> Job:
-        """queued -> running as a new attempt. Of two racing claimers exactly one wins."""
+    async def claim(self, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Job:
+        """queued -> running as a new attempt, holding a lease. Of racing claimers one wins."""
         return await self._transition(
             job_id,
             JobStatus.QUEUED,
@@ -102,6 +101,7 @@ class JobRepository:
             attempts=Job.attempts + 1,
             started_at=now,
             finished_at=None,
+            lease_expires_at=lease_until,
         )
 
     async def finish(
@@ -115,7 +115,12 @@ class JobRepository:
         error: dict[str, Any] | None = None,
         progress: dict[str, Any] | None = None,
     ) -> Job:
-        values: dict[str, Any] = {"finished_at": now, "result": result, "error": error}
+        values: dict[str, Any] = {
+            "finished_at": now,
+            "result": result,
+            "error": error,
+            "lease_expires_at": None,
+        }
         if progress is not None:
             values["progress"] = progress
         return await self._transition(job_id, JobStatus.RUNNING, target, attempt=attempt, **values)
@@ -130,7 +135,12 @@ class JobRepository:
         progress: dict[str, Any] | None = None,
     ) -> Job:
         """running -> queued for another attempt at `run_at`; the dispatcher sends it then."""
-        values: dict[str, Any] = {"run_at": run_at, "error": error, "dispatched_at": None}
+        values: dict[str, Any] = {
+            "run_at": run_at,
+            "error": error,
+            "dispatched_at": None,
+            "lease_expires_at": None,
+        }
         if progress is not None:
             values["progress"] = progress
         return await self._transition(
@@ -159,9 +169,13 @@ class JobRepository:
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def save_progress(
-        self, job_id: uuid.UUID, attempt: int, progress: dict[str, Any] | None
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        progress: dict[str, Any] | None,
+        lease_until: datetime | None = None,
     ) -> Pulse | None:
-        """Store progress (when given) for a running attempt and read its cancel flag.
+        """Store progress and renew the lease (each when given); read the cancel flag.
 
         Returns None when the attempt no longer owns the job.
         """
@@ -170,59 +184,23 @@ class JobRepository:
             Job.status == JobStatus.RUNNING.value,
             Job.attempts == attempt,
         )
-        if progress is None:
+        values: dict[str, Any] = {}
+        if progress is not None:
+            values.update(progress=progress, seq=Job.seq + 1)
+        if lease_until is not None:
+            values["lease_expires_at"] = lease_until
+        if not values:
             query: Any = select(Job.cancel_requested, Job.seq).where(*fenced)
         else:
             query = (
                 update(Job)
                 .where(*fenced)
-                .values(progress=progress, seq=Job.seq + 1)
+                .values(**values)
                 .returning(Job.cancel_requested, Job.seq)
                 .execution_options(synchronize_session=False)
             )
         row = (await self.session.execute(query)).one_or_none()
         return None if row is None else Pulse(cancel_requested=row[0], seq=row[1])
-
-    async def take_due(self, now: datetime, limit: int) -> Sequence[Job]:
-        """Queued jobs whose time has come and that no executor holds; marks them dispatched.
-
-        Only one process dispatches at a time (a transaction-scoped advisory lock); the caller
-        commits before handing the jobs to their executors.
-        """
-        locked = await self.session.scalar(select(func.pg_try_advisory_xact_lock(DISPATCH_LOCK_ID)))
-        if not locked:
-            return []
-        due = (
-            select(Job.id)
-            .where(
-                Job.status == JobStatus.QUEUED.value,
-                Job.dispatched_at.is_(None),
-                Job.run_at <= now,
-            )
-            .order_by(Job.run_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        query = (
-            update(Job)
-            .where(Job.id.in_(due))
-            .values(dispatched_at=now)
-            .returning(Job)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        return (await self.session.execute(query)).scalars().all()
-
-    async def undispatch(self, job_ids: Sequence[uuid.UUID]) -> None:
-        """Hand jobs back to the dispatcher after a failed publish."""
-        if not job_ids:
-            return
-        await self.session.execute(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)
-            .values(dispatched_at=None)
-            .execution_options(synchronize_session=False)
-        )
 
     async def ping(self) -> None:
         await self.session.execute(text("SELECT 1"))

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -113,7 +113,7 @@ class Runner:
 
     async def run(self, job_id: uuid.UUID) -> RunReport:
         try:
-            job = await self._move(lambda jobs: jobs.claim(job_id, utcnow()))
+            job = await self._move(lambda jobs: jobs.claim(job_id, utcnow(), self._lease_until()))
         except StaleAttempt:
             log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
             return RunReport(job_id, Outcome.SKIPPED)
@@ -128,12 +128,39 @@ class Runner:
 
         ctx = JobContext(job.id, job.kind, job.attempts, job.max_attempts)
         task = asyncio.ensure_future(self._call(kind, ctx, params))
-        stop = await self._supervise(job, ctx, task)
+        try:
+            stop = await self._supervise(job, ctx, task)
+        except asyncio.CancelledError:
+            # This process is shutting down: give the job back rather than leave it to its lease.
+            task.cancel()
+            await asyncio.shield(self._hand_back(job))
+            raise
         if stop is None and not task.done():
             # The attempt lost ownership (another attempt or a cancel finished it).
             task.cancel()
             return RunReport(job.id, Outcome.STALE, job.attempts, self._abandoned(kind, task))
         return await self._record(job, kind, ctx, task, stop)
+
+    def _lease_until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.settings.lease_seconds)
+
+    async def _hand_back(self, job: Job) -> None:
+        error = _error(ErrorType.WORKER_LOST, "handed back: its process shut down mid-run")
+        now = utcnow()
+        try:
+            if job.attempts < job.max_attempts:
+                await self._move(
+                    lambda jobs: jobs.requeue(job.id, job.attempts, run_at=now, error=error)
+                )
+            else:
+                await self._move(
+                    lambda jobs: jobs.finish(
+                        job.id, job.attempts, JobStatus.FAILED, now, error=error
+                    )
+                )
+            log.warning("job %s attempt %d handed back at shutdown", job.id, job.attempts)
+        except Exception as exc:  # its lease will expire and the dispatcher rescues it
+            log.warning("job %s could not be handed back (%s)", job.id, exc)
 
     @staticmethod
     async def _call(kind: AnyKind, ctx: JobContext, params: BaseModel) -> Any:
@@ -155,6 +182,8 @@ class Runner:
         deadline = started + job.timeout_seconds
         grace = self.settings.cancel_grace_seconds
         next_cancel_check = started + self.settings.cancel_poll_interval
+        renew_every = self.settings.lease_seconds / 3
+        next_renewal = started + renew_every
         stop: _Stop | None = None
         stop_at = 0.0
         while not task.done():
@@ -167,13 +196,19 @@ class Runner:
                 break
             now = loop.time()
             update = ctx.take_progress()
-            if update is not None or now >= next_cancel_check:
+            renew = now >= next_renewal
+            if update is not None or renew or now >= next_cancel_check:
                 next_cancel_check = now + self.settings.cancel_poll_interval
                 try:
                     async with self.sessions.begin() as session:
                         pulse = await JobRepository(session).save_progress(
-                            job.id, job.attempts, update.as_json() if update else None
+                            job.id,
+                            job.attempts,
+                            update.as_json() if update else None,
+                            self._lease_until() if renew else None,
                         )
+                    if renew:
+                        next_renewal = now + renew_every
                 except (OSError, OperationalError, InterfaceError) as exc:
                     # Progress is best effort; the outcome is not. Keep the figures for later.
                     log.warning("job %s: could not record progress (%s)", job.id, exc)

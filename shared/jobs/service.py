@@ -113,6 +113,7 @@ class JobService:
             # Due now: the caller hands it to an executor right after commit. Later: the
             # dispatcher sends it when due.
             dispatched_at=now if run_at <= now else None,
+            dispatches=1 if run_at <= now else 0,
         )
         return await self.repository.add(job)
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 async def _queue_jobs(settings: Settings, subject: str) -> dict[str, str]:
     engine = create_engine(settings)
-    publisher = Publisher(create_celery(settings))
+    publisher = Publisher(create_celery(settings), settings.cancel_grace_seconds)
     priorities = {}
     try:
         sessions = create_session_factory(engine)
@@ -35,7 +35,7 @@ async def _queue_jobs(settings: Settings, subject: str) -> dict[str, str]:
                         kind="sleep", params={"seconds": 0.2, "steps": 1}, priority=priority
                     ),
                 )
-            await publisher.publish(job.id, priority)
+            await publisher.publish(job.id, priority, job.timeout_seconds)
             priorities[str(job.id)] = priority
     finally:
         publisher.celery.close()

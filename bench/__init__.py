@@ -1,0 +1,1 @@
+"""Hand-run load generators and the baselines they are compared with (not part of the tests)."""
