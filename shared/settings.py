@@ -66,11 +66,20 @@ class Settings(BaseSettings):
     ws_max_lifetime: float = Field(default=3600.0, gt=0)
     ws_max_per_subject: int = Field(default=100, ge=1)
 
+    # Test-only crash points, e.g. "after-commit" (the API dies between commit and dispatch).
+    failpoints: Annotated[list[str], NoDecode] = []
+
+    @model_validator(mode="after")
+    def _failpoints_only_in_tests(self) -> Settings:
+        if self.failpoints and self.env != "test":
+            raise ValueError("JOBQ_FAILPOINTS may only be set with JOBQ_ENV=test")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _split_lists(cls, data: object) -> object:
         if isinstance(data, dict):
-            for key in ("cors_origins", "kind_modules"):
+            for key in ("cors_origins", "kind_modules", "failpoints"):
                 value = data.get(key)
                 if isinstance(value, str):
                     data[key] = [part.strip() for part in value.split(",") if part.strip()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Annotated, Any
 
@@ -39,6 +40,8 @@ class Launch:
 
     async def accepted(self, job: Job) -> JobOut:
         await self.session.commit()
+        if "after-commit" in self.services.settings.failpoints:
+            os._exit(70)  # a crash between commit and dispatch, for the fault tests
         await self.services.events.publish(job.owner, JobEvent.of(job, "status"))
         if job.dispatched_at is not None:
             if job.lane == Lane.QUICK:

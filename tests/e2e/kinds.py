@@ -1,5 +1,6 @@
 """Extra job kinds the end-to-end tests load through JOBQ_KIND_MODULES."""
 
+import asyncio
 import time
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +25,7 @@ def stubborn(ctx: JobContext, params: StubbornParams) -> StubbornResult:
     return StubbornResult(slept=params.seconds)
 
 
-kind = JobKind(
+stubborn_kind = JobKind(
     name="stubborn",
     lane=Lane.HEAVY,
     params=StubbornParams,
@@ -34,3 +35,35 @@ kind = JobKind(
     default_timeout=60,
     max_timeout=120,
 )
+
+
+class NapParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(ge=0, le=120)
+
+
+class NapResult(BaseModel):
+    napped: float
+
+
+async def nap(ctx: JobContext, params: NapParams) -> NapResult:
+    """A quick-lane job that takes a while, for killing the API under it."""
+    steps = max(1, int(params.seconds * 10))
+    for step in range(steps):
+        await asyncio.sleep(params.seconds / steps)
+        ctx.progress(step + 1, steps)
+    return NapResult(napped=params.seconds)
+
+
+nap_kind = JobKind(
+    name="nap",
+    lane=Lane.QUICK,
+    params=NapParams,
+    result=NapResult,
+    handler=nap,
+    description="Sleep in the API process.",
+    default_timeout=60,
+    max_timeout=120,
+)
+
+kinds = [stubborn_kind, nap_kind]

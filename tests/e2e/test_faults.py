@@ -1,0 +1,117 @@
+"""Nothing lost: processes killed mid-run, crashes between commit and dispatch.
+
+Each scenario runs on a stack of its own (its own Redis, API and worker processes) with short
+leases, is bounded in time, and ends with the invariant check of tests/e2e/stack.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from cli.servers import EmbeddedRedis
+from shared.db.engine import SessionFactory
+from shared.settings import Settings
+from tests.conftest import Servers
+from tests.e2e.stack import (
+    Stack,
+    all_terminal,
+    check_invariants,
+    install_transition_log,
+    statuses,
+    submit,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+async def stack(
+    settings: Settings,
+    servers: Servers,
+    sessions: SessionFactory,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    await install_transition_log(sessions)
+    redis = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
+    redis_url = await asyncio.to_thread(redis.start)
+    fast = settings.model_copy(
+        update={"redis_url": redis_url, "lease_seconds": 3.0, "claim_timeout": 2.0}
+    )
+    built = Stack(fast, servers.tmp / "logs", redis=redis)
+    try:
+        yield built
+    finally:
+        await asyncio.to_thread(built.stop)
+
+
+async def test_worker_child_then_whole_worker_killed_mid_job(
+    stack: Stack, sessions: SessionFactory
+) -> None:
+    await asyncio.to_thread(stack.start_api)
+    worker = await asyncio.to_thread(stack.start_worker)
+    ids = [
+        await submit(stack.api_url(), stack.headers, "sleep", {"seconds": 3, "steps": 30})
+        for _ in range(6)
+    ]
+    running = await wait_until(
+        sessions, ids, lambda found: sum(s == "running" for s, _ in found.values()) >= 2, 30
+    )
+    children = stack.pool_children(worker)
+    assert children, "the worker has no pool processes"
+    children[0].kill()
+
+    await asyncio.sleep(1.5)
+    running = await statuses(sessions, ids)
+    killed_with_worker = {job_id for job_id, (status, _) in running.items() if status == "running"}
+    stack.kill(worker)
+    await asyncio.to_thread(stack.start_worker)
+
+    found = await wait_until(sessions, ids, all_terminal, 150)
+    assert {status for status, _ in found.values()} == {"succeeded"}, found
+    assert sum(attempts >= 2 for _, attempts in found.values()) >= 2, found
+    assert all(found[job_id][1] >= 2 for job_id in killed_with_worker), found
+    await check_invariants(sessions, ids)
+
+
+async def test_api_killed_with_quick_jobs_in_flight(stack: Stack, sessions: SessionFactory) -> None:
+    api = await asyncio.to_thread(stack.start_api)
+    await asyncio.to_thread(stack.start_worker)
+    ids = [await submit(stack.api_url(), stack.headers, "nap", {"seconds": 3}) for _ in range(5)]
+    await wait_until(
+        sessions, ids, lambda found: all(s == "running" for s, _ in found.values()), 10
+    )
+    stack.kill(api)
+    await asyncio.to_thread(stack.start_api)
+
+    found = await wait_until(sessions, ids, all_terminal, 60)
+    assert {status for status, _ in found.values()} == {"succeeded"}, found
+    assert all(attempts == 2 for _, attempts in found.values()), found
+    await check_invariants(sessions, ids)
+
+
+async def test_crash_between_commit_and_dispatch_still_runs_the_job(
+    stack: Stack, sessions: SessionFactory
+) -> None:
+    crashing = stack.settings.model_copy(update={"failpoints": ["after-commit"]})
+    await asyncio.to_thread(stack.start_api, crashing)
+    await asyncio.to_thread(stack.start_worker)
+    for kind, params in (("sleep", {"seconds": 0.2, "steps": 2}), ("echo", {"message": "x"})):
+        with pytest.raises(httpx.TransportError):
+            await submit(stack.api_url(), stack.headers, kind, params)
+        stack.apis.pop().stop()
+        if kind == "sleep":
+            await asyncio.to_thread(stack.start_api, crashing)
+    # The rows were committed; no message was ever sent, and no 202 either.
+    await asyncio.to_thread(stack.start_api)
+    async with httpx.AsyncClient(base_url=stack.api_url(), headers=stack.headers) as client:
+        listed = (await client.get("/jobs")).json()["items"]
+    ids = [item["id"] for item in listed]
+    assert sorted(item["kind"] for item in listed) == ["echo", "sleep"]
+    found = await wait_until(sessions, ids, all_terminal, 30)
+    assert {status for status, _ in found.values()} == {"succeeded"}, found
+    await check_invariants(sessions, ids)
