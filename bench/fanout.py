@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import signal
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -278,8 +279,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _stop_on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    # Started in the background, SIGINT may be ignored; either signal unwinds and cleans up.
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
     console = Console(width=max(Console().width, 160))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / "logs" / stamp

@@ -6,7 +6,7 @@ import os
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response, status
 
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
@@ -59,13 +59,36 @@ LaunchDep = Annotated[Launch, Depends()]
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses={422: {"description": "Unknown kind, bad params or unknown fields."}},
+    responses={
+        200: {"model": JobOut, "description": "An Idempotency-Key replay: the original job."},
+        422: {"description": "Unknown kind, bad params, unknown fields, or a reused key."},
+    },
 )
 async def submit_job(
-    body: JobSubmission, principal: CurrentPrincipal, jobs: JobServiceDep, launch: LaunchDep
+    body: JobSubmission,
+    principal: CurrentPrincipal,
+    jobs: JobServiceDep,
+    launch: LaunchDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Repeat the same key with the same body to get the same job back."),
+    ] = None,
 ) -> JobOut:
-    """Queue a job. A 202 means the job is committed to Postgres and will reach an end state."""
-    return await launch.accepted(await jobs.submit(principal, body))
+    """Queue a job. A 202 means the job is committed to Postgres and will reach an end state.
+
+    With an `Idempotency-Key` already used (by you, within 24 hours) for the same body, the
+    original job comes back with 200 and `Idempotent-Replayed: true`; for another body, 422.
+    """
+    if idempotency_key is None:
+        return await launch.accepted(await jobs.submit(principal, body))
+    job, replayed = await jobs.submit_once(principal, body, idempotency_key)
+    if not replayed:
+        return await launch.accepted(job)
+    response.status_code = status.HTTP_200_OK
+    response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return JobOut.model_validate(job)
 
 
 @router.get("", response_model=JobPage)

@@ -84,3 +84,15 @@ class Job(Base):
             postgresql_where=text("status = 'queued' AND dispatched_at IS NULL"),
         ),
     )
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key, per subject: which job it made, and from which body."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from shared.db.idempotency import IdempotencyKeys
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import Conflict, InvalidSubmission, NotFound, StaleAttempt
@@ -28,6 +32,18 @@ class Principal:
     @property
     def owner_filter(self) -> str | None:
         return None if self.admin else self.subject
+
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def request_hash(submission: JobSubmission) -> str:
+    """What identifies a request body for Idempotency-Key replays."""
+    canonical = json.dumps(
+        submission.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def utcnow() -> datetime:
@@ -55,7 +71,12 @@ class JobService:
         self.registry = registry
 
     async def submit(
-        self, principal: Principal, submission: JobSubmission, now: datetime | None = None
+        self,
+        principal: Principal,
+        submission: JobSubmission,
+        now: datetime | None = None,
+        *,
+        job_id: uuid.UUID | None = None,
     ) -> Job:
         """Validate against the kind and insert the job row (uncommitted)."""
         now = now or utcnow()
@@ -92,7 +113,7 @@ class JobService:
         else:
             run_at = now + timedelta(seconds=submission.delay_seconds or 0)
         job = Job(
-            id=uuid.uuid4(),
+            id=job_id or uuid.uuid4(),
             owner=principal.subject,
             kind=kind.name,
             lane=kind.lane.value,
@@ -116,6 +137,50 @@ class JobService:
             dispatches=1 if run_at <= now else 0,
         )
         return await self.repository.add(job)
+
+    async def submit_once(
+        self, principal: Principal, submission: JobSubmission, key: str
+    ) -> tuple[Job, bool]:
+        """Submit under an Idempotency-Key: (the job, whether it is an earlier one replayed).
+
+        Same key and same body: the original job. Same key, another body: 422.
+        """
+        if not IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidSubmission(
+                [
+                    {
+                        "type": "string_pattern_mismatch",
+                        "loc": ["header", "idempotency-key"],
+                        "msg": "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                    }
+                ]
+            )
+        now = utcnow()
+        job_id = uuid.uuid4()
+        held = await IdempotencyKeys(self.repository.session).claim(
+            principal.subject,
+            key,
+            request_hash(submission),
+            job_id,
+            now,
+            expired_before=now - IDEMPOTENCY_TTL,
+        )
+        if held is None:
+            return await self.submit(principal, submission, now, job_id=job_id), False
+        if held.request_hash != request_hash(submission):
+            raise InvalidSubmission(
+                [
+                    {
+                        "type": "idempotency_key_reused",
+                        "loc": ["header", "idempotency-key"],
+                        "msg": "this Idempotency-Key was used with a different request body",
+                    }
+                ]
+            )
+        original = await self.repository.get(held.job_id, owner=principal.subject)
+        if original is None:
+            raise Conflict("the job this Idempotency-Key made no longer exists; use a new key")
+        return original, True
 
     async def get(self, principal: Principal, job_id: uuid.UUID) -> Job:
         job = await self.repository.get(job_id, owner=principal.owner_filter)
