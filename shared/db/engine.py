@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,3 +29,20 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
 
 def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# SQLSTATE classes of errors that pass: connection exceptions, insufficient resources (too
+# many connections), operator intervention (shutting down, starting up).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error means "unreachable for now" rather than "this is wrong"."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError | PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return False

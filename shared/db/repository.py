@@ -75,6 +75,7 @@ class JobRepository:
         target: JobStatus,
         *,
         attempt: int | None = None,
+        unless_cancelled: bool = False,
         **values: Any,
     ) -> Job:
         if not can_transition(expected, target):
@@ -82,6 +83,8 @@ class JobRepository:
         query = update(Job).where(Job.id == job_id, Job.status == expected.value)
         if attempt is not None:
             query = query.where(Job.attempts == attempt)
+        if unless_cancelled:
+            query = query.where(Job.cancel_requested.is_(False))
         query = (
             query.values(status=target.value, seq=Job.seq + 1, **values)
             .returning(Job)
@@ -134,18 +137,36 @@ class JobRepository:
         error: dict[str, Any],
         progress: dict[str, Any] | None = None,
     ) -> Job:
-        """running -> queued for another attempt at `run_at`; the dispatcher sends it then."""
-        values: dict[str, Any] = {
-            "run_at": run_at,
-            "error": error,
-            "dispatched_at": None,
-            "lease_expires_at": None,
-        }
+        """running -> queued for another attempt at `run_at`; the dispatcher sends it then.
+
+        A job whose cancel was requested is not re-queued: it ends cancelled instead.
+        """
+        values: dict[str, Any] = {"lease_expires_at": None}
         if progress is not None:
             values["progress"] = progress
-        return await self._transition(
-            job_id, JobStatus.RUNNING, JobStatus.QUEUED, attempt=attempt, **values
-        )
+        try:
+            return await self._transition(
+                job_id,
+                JobStatus.RUNNING,
+                JobStatus.QUEUED,
+                attempt=attempt,
+                unless_cancelled=True,
+                run_at=run_at,
+                error=error,
+                dispatched_at=None,
+                **values,
+            )
+        except StaleAttempt:
+            cancelled = {"type": "cancelled", "message": "cancelled while running"}
+            return await self._transition(
+                job_id,
+                JobStatus.RUNNING,
+                JobStatus.CANCELLED,
+                attempt=attempt,
+                finished_at=run_at,
+                error=cancelled,
+                **values,
+            )
 
     async def cancel_queued(self, job_id: uuid.UUID, now: datetime) -> Job:
         return await self._transition(

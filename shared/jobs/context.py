@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from dataclasses import dataclass, field
 
 from shared.errors import JobCancelled
+
+MAX_MESSAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,16 @@ class JobContext:
     def progress(
         self, current: float, total: float | None = None, message: str | None = None
     ) -> None:
-        update = ProgressUpdate(float(current), None if total is None else float(total), message)
+        """Report progress; raises JobCancelled once the job is cancelled.
+
+        Raises ValueError for a number that is not finite.
+        """
+        figures = (float(current), None if total is None else float(total))
+        if not all(math.isfinite(figure) for figure in figures if figure is not None):
+            raise ValueError(f"progress must be finite numbers, got {current!r} / {total!r}")
+        if message is not None:
+            message = message.replace("\x00", "")[:MAX_MESSAGE]
+        update = ProgressUpdate(figures[0], figures[1], message)
         with self._shared.lock:
             self._shared.pending = update
         self.check_cancelled()

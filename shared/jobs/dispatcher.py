@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -99,8 +100,8 @@ class Dispatcher:
         return work
 
     @staticmethod
-    async def _rescue(repository: JobRepository, job_id: object, attempt: int) -> Job:
-        job = await repository.get(job_id)  # type: ignore[arg-type]
+    async def _rescue(repository: JobRepository, job_id: uuid.UUID, attempt: int) -> Job:
+        job = await repository.get(job_id)
         assert job is not None
         error = {"type": ErrorType.WORKER_LOST.value, "message": WORKER_LOST}
         if attempt < job.max_attempts:

@@ -91,6 +91,21 @@ async def test_every_status_and_progress_write_bumps_seq(
     assert done.seq == 4
 
 
+async def test_a_job_whose_cancel_was_requested_is_not_requeued(
+    sessions: SessionFactory, subject: str
+) -> None:
+    job = await make_job(sessions, subject)
+    await claim(sessions, job.id)
+    async with sessions.begin() as session:
+        repository = JobRepository(session)
+        await repository.request_cancel(job.id)
+        ended = await repository.requeue(
+            job.id, 1, run_at=datetime.now(UTC), error={"type": "error", "message": "x"}
+        )
+    assert ended.status == JobStatus.CANCELLED and ended.finished_at is not None
+    assert await claim(sessions, job.id) is None
+
+
 async def test_terminal_states_are_absorbing(sessions: SessionFactory, subject: str) -> None:
     job = await make_job(sessions, subject)
     await claim(sessions, job.id)

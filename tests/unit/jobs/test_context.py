@@ -110,3 +110,17 @@ def test_progress_from_many_threads_keeps_one_of_their_updates(ctx: JobContext) 
     assert update is not None
     assert update.current == 199.0
     assert ctx.take_progress() is None
+
+
+@pytest.mark.parametrize(("current", "total"), [(float("nan"), 1.0), (1.0, float("inf"))])
+def test_progress_refuses_numbers_that_are_not_finite(current: float, total: float) -> None:
+    ctx = JobContext(job_id=uuid.uuid4(), kind="k", attempt=1, max_attempts=1)
+    with pytest.raises(ValueError, match="finite"):
+        ctx.progress(current, total)
+
+
+def test_progress_message_loses_nul_characters() -> None:
+    ctx = JobContext(job_id=uuid.uuid4(), kind="k", attempt=1, max_attempts=1)
+    ctx.progress(1, 2, "a\x00b")
+    update = ctx.take_progress()
+    assert update is not None and update.message == "ab"

@@ -1,0 +1,128 @@
+"""The runner on real Postgres, with handlers that misbehave."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from shared.db.engine import SessionFactory
+from shared.db.models import Job
+from shared.db.repository import JobRepository
+from shared.jobs.context import JobContext
+from shared.jobs.outcome import Outcome
+from shared.jobs.registry import Registry
+from shared.jobs.runner import Runner
+from shared.jobs.schemas import JobSubmission
+from shared.jobs.service import JobService, Principal
+from shared.jobs.spec import JobKind
+from shared.jobs.states import Lane
+from shared.settings import Settings
+
+
+class Nothing(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Text(BaseModel):
+    text: str
+
+
+async def raises_late(ctx: JobContext, params: Nothing) -> Text:
+    await asyncio.sleep(1.0)  # never looks at the cancel flag
+    raise RuntimeError("failed after the cancel")
+
+
+async def slow_to_stop(ctx: JobContext, params: Nothing) -> Text:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(2)  # cleans up for longer than the runner waits
+        raise
+    return Text(text="never")
+
+
+async def nul_result(ctx: JobContext, params: Nothing) -> Text:
+    ctx.progress(1, 2, "half\x00way")
+    return Text(text="bad\x00byte")
+
+
+def kind(name: str, handler: object, timeout: float = 10) -> JobKind[Nothing, Text]:
+    return JobKind(
+        name=name,
+        lane=Lane.HEAVY,
+        params=Nothing,
+        result=Text,
+        handler=handler,  # type: ignore[arg-type]
+        description=name,
+        default_timeout=timeout,
+        max_timeout=timeout,
+    )
+
+
+REGISTRY = Registry(
+    [
+        kind("raises_late", raises_late),
+        kind("slow_to_stop", slow_to_stop, 0.5),
+        kind("nul_result", nul_result),
+    ]
+)
+
+
+@pytest.fixture
+def runner(settings: Settings, sessions: SessionFactory) -> Runner:
+    quick = settings.model_copy(
+        update={"cancel_poll_interval": 0.1, "progress_interval": 0.05, "cancel_grace_seconds": 0.3}
+    )
+    return Runner(sessions, REGISTRY, quick)
+
+
+async def submit(sessions: SessionFactory, subject: str, name: str) -> Job:
+    async with sessions.begin() as session:
+        return await JobService(JobRepository(session), REGISTRY).submit(
+            Principal(subject), JobSubmission(kind=name, params={}, max_attempts=3)
+        )
+
+
+async def stored(sessions: SessionFactory, job_id: uuid.UUID) -> Job:
+    async with sessions() as session:
+        job = await JobRepository(session).get(job_id)
+    assert job is not None
+    return job
+
+
+async def test_cancel_wins_over_a_handler_that_raises_afterwards(
+    runner: Runner, sessions: SessionFactory, subject: str
+) -> None:
+    job = await submit(sessions, subject, "raises_late")
+    running = asyncio.create_task(runner.run(job.id))
+    await asyncio.sleep(0.3)
+    async with sessions.begin() as session:
+        assert await JobRepository(session).request_cancel(job.id) is not None
+    report = await running
+    assert report.outcome == Outcome.CANCELLED
+    final = await stored(sessions, job.id)
+    assert final.status == "cancelled" and final.attempts == 1
+
+
+async def test_a_handler_slow_to_stop_still_ends_timed_out(
+    runner: Runner, sessions: SessionFactory, subject: str
+) -> None:
+    job = await submit(sessions, subject, "slow_to_stop")
+    report = await runner.run(job.id)
+    assert report.outcome == Outcome.TIMED_OUT
+    final = await stored(sessions, job.id)
+    assert final.status == "failed" and final.error and final.error["type"] == "timeout"
+
+
+async def test_a_result_postgres_cannot_store_fails_the_job(
+    runner: Runner, sessions: SessionFactory, subject: str
+) -> None:
+    job = await submit(sessions, subject, "nul_result")
+    report = await runner.run(job.id)
+    assert report.outcome == Outcome.FAILED
+    final = await stored(sessions, job.id)
+    assert final.status == "failed" and final.error and "cannot be stored" in final.error["message"]
+    assert final.progress is not None and final.progress["message"] == "halfway"
