@@ -40,6 +40,7 @@ class Follower:
         self.subscription = subscription
         self.last = 0
         self.done = False
+        self.sent = 0
 
     async def load(self) -> Job:
         async with self.services.sessions() as session:
@@ -73,11 +74,18 @@ class Follower:
     def _sent(self, event: JobEvent) -> JobEvent:
         self.last = event.seq
         self.done = event.terminal
+        self.sent += 1
         return event
 
     async def _catch_up(self, job: Job, *, replay: bool) -> list[JobEvent]:
         if replay and job.seq <= self.last:
-            return []
+            if self.sent:
+                return []
+            # A resume from the end (or beyond it): the terminal event is always delivered,
+            # and a client ahead of the record gets the record.
+            if is_terminal(JobStatus(job.status)):
+                return [self._sent(JobEvent.of(job, "status"))]
+            return self._snapshot(job) if job.seq < self.last else []
         if replay:
             try:
                 missed = await self.bus.replay(job.id, self.last)

@@ -32,6 +32,8 @@ class _Resync:
 
 
 RESYNC: Final = _Resync()
+# The hub's connection is named, so operators (and tests) can find it in CLIENT LIST.
+HUB_CLIENT_NAME = "jobq-hub"
 Item = JobEvent | _Resync
 
 
@@ -132,7 +134,10 @@ class Hub:
         delay = 0.1
         while True:
             redis = Redis.from_url(
-                self.redis_url, socket_connect_timeout=3, health_check_interval=10
+                self.redis_url,
+                socket_connect_timeout=3,
+                health_check_interval=10,
+                client_name=HUB_CLIENT_NAME,
             )
             try:
                 async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:

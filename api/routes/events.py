@@ -24,6 +24,7 @@ router = APIRouter(tags=["events"])
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -106,21 +107,30 @@ async def _serve(
 
 
 @router.websocket("/ws/jobs/{job_id}")
-async def watch_job(websocket: WebSocket, job_id: uuid.UUID, after: int | None = None) -> None:
+async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None) -> None:
     services = _services(websocket)
     principal = await _authenticate(websocket, services)
     if principal is None:
         return
     settings = services.settings
     try:
-        with services.hub.subscribe(principal, job_id) as subscription:
-            follower = Follower(services, services.events, principal, job_id, subscription)
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        await _close(websocket, CLOSE_NOT_FOUND, "job not found")
+        return
+    resume = None if after is None else int(after) if after.isdigit() else -1
+    if resume is not None and resume < 0:
+        await _close(websocket, CLOSE_POLICY, "after must be a seq (0 or more)")
+        return
+    try:
+        with services.hub.subscribe(principal, job_uuid) as subscription:
+            follower = Follower(services, services.events, principal, job_uuid, subscription)
             try:
                 await follower.load()
             except NotFound:
                 await _close(websocket, CLOSE_NOT_FOUND, "job not found")
                 return
-            stream = follower.events(after, settings.ws_idle_check)
+            stream = follower.events(resume, settings.ws_idle_check)
             code, reason = await _serve(websocket, stream, settings.ws_max_lifetime)
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"

@@ -15,6 +15,7 @@ from redis import Redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from api.hub import HUB_CLIENT_NAME
 from cli.servers import free_port
 from shared.settings import Settings
 from shared.tokens import issue_token
@@ -226,7 +227,9 @@ async def test_watchers_survive_the_hub_losing_redis(
     watching = [asyncio.create_task(watch(url, token)) for _ in range(5)]
     await asyncio.sleep(1)
     with Redis.from_url(settings.redis_url) as redis:
-        killed = redis.client_kill_filter(_type="pubsub")
+        # Only the hubs' connections, not every subscriber on the server.
+        hubs = [c["id"] for c in redis.client_list(_type="pubsub") if c["name"] == HUB_CLIENT_NAME]
+        killed = sum(redis.client_kill_filter(_id=hub) for hub in hubs)
     assert killed >= 1
     for result in await asyncio.gather(*watching):
         result.assert_complete()
@@ -293,3 +296,32 @@ async def test_connections_per_subject_are_capped(strict_api: str, token: str) -
     results = await asyncio.gather(*(watch(url, token) for _ in range(3)))
     codes = sorted(result.close_code or 0 for result in results)
     assert codes.count(4429) == 1, codes
+
+
+async def test_resume_from_the_end_gets_the_terminal_event_and_close(
+    base_url: str, token: str
+) -> None:
+    job = await submit(base_url, token, "echo", {"message": "end"})
+    first = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token)
+    end = first.seqs[-1]
+    for after in (end, end + 100):
+        again = await watch(
+            ws_url(base_url, f"/ws/jobs/{job['id']}?after={after}"), token, limit=10
+        )
+        assert [message["type"] for message in again.messages] == ["status"]
+        assert again.messages[0]["status"] == "succeeded" and again.close_code == 1000
+    async with (
+        httpx.AsyncClient(base_url=base_url, timeout=10) as client,
+        client.stream(
+            "GET",
+            f"/jobs/{job['id']}/events",
+            headers={"Authorization": f"Bearer {token}", "Last-Event-ID": str(end)},
+        ) as response,
+    ):
+        body = (await response.aread()).decode()
+    assert body.count("event: status") == 1 and '"succeeded"' in body
+
+
+async def test_malformed_job_id_closes_4404(base_url: str, token: str) -> None:
+    result = await watch(ws_url(base_url, "/ws/jobs/not-a-uuid"), token)
+    assert result.messages == [] and result.close_code == 4404
