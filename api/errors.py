@@ -6,14 +6,17 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from shared.db.engine import is_transient
 from shared.errors import InvalidToken, JobqError, TooManyRequests, Unavailable
+from shared.jobs.outcome import storable
 
 log = logging.getLogger("jobq.api")
 
@@ -50,15 +53,27 @@ async def handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def handle_database_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DBAPIError)
-    if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+    if is_transient(exc):
         return await handle_unavailable(request, exc)
     # Anything else from the database is a bug, not an outage: let it surface.
     raise exc
 
 
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, but safe for inputs JSON cannot carry back (NaN, infinity)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        item = {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        if "input" in error and storable(jsonable_encoder(error["input"])):
+            item["input"] = error["input"]
+        errors.append(item)
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobqError, handle_jobq_error)
     app.add_exception_handler(DBAPIError, handle_database_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
     for error in UNAVAILABLE:
         app.add_exception_handler(error, handle_unavailable)

@@ -16,6 +16,8 @@ from shared.jobs.states import JobStatus, Lane
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
+KIND_PATTERN = r"^[A-Za-z0-9_.]+$"
+
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours."}}
 
 
@@ -96,7 +98,7 @@ async def list_jobs(
     principal: CurrentPrincipal,
     jobs: JobServiceDep,
     status: JobStatus | None = None,
-    kind: str | None = None,
+    kind: Annotated[str | None, Query(pattern=KIND_PATTERN, max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,
 ) -> JobPage:

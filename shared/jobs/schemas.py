@@ -6,10 +6,18 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 
 from shared.jobs.states import ErrorType, JobStatus, Lane, Priority
 
@@ -19,6 +27,7 @@ MAX_ATTEMPTS_LIMIT = 20
 class JobSubmission(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {"kind": "echo", "params": {"message": "hello"}},
@@ -46,6 +55,11 @@ class JobSubmission(BaseModel):
         if self.run_at is not None and self.delay_seconds is not None:
             raise ValueError("give run_at or delay_seconds, not both")
         return self
+
+    @field_validator("run_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else in_range(value)
 
 
 class Progress(BaseModel):
@@ -109,6 +123,21 @@ class Readiness(BaseModel):
     checks: dict[str, str]
 
 
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def in_range(value: datetime) -> datetime:
+    """The time in UTC; ValueError for one outside 1970..9000 (or without an offset)."""
+    try:
+        moment = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("time out of range") from None
+    if value.tzinfo is None or not EARLIEST <= moment < LATEST:
+        raise ValueError("time must have an offset and lie between 1970 and 9000")
+    return moment
+
+
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
     raw = json.dumps([created_at.isoformat(), str(job_id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -124,9 +153,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         created, job_id = payload
         if not (isinstance(created, str) and isinstance(job_id, str)):
             raise ValueError("not a cursor")
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None:
-            raise ValueError("naive timestamp")
-        return when, uuid.UUID(job_id)
+        return in_range(datetime.fromisoformat(created)), uuid.UUID(job_id)
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError("invalid cursor") from exc

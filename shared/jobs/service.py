@@ -17,6 +17,7 @@ from shared.db.idempotency import IdempotencyKeys
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import Conflict, InvalidSubmission, NotFound, StaleAttempt
+from shared.jobs.outcome import storable
 from shared.jobs.registry import Registry
 from shared.jobs.schemas import JobSubmission, decode_cursor, encode_cursor
 from shared.jobs.states import JobStatus, is_terminal
@@ -55,14 +56,10 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> li
     errors = []
     for error in exc.errors(include_url=False, include_context=False):
         item = {"type": error["type"], "loc": [*prefix, *error["loc"]], "msg": error["msg"]}
-        if "input" in error and _json_safe(error["input"]):
+        if "input" in error and storable(error["input"]):
             item["input"] = error["input"]
         errors.append(item)
     return errors
-
-
-def _json_safe(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool | list | dict)
 
 
 class JobService:
@@ -96,6 +93,17 @@ class JobService:
             params = kind.params.model_validate(submission.params)
         except ValidationError as exc:
             raise InvalidSubmission(validation_errors(exc, ("body", "params"))) from None
+        stored_params = params.model_dump(mode="json")
+        if not storable(stored_params):
+            raise InvalidSubmission(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ["body", "params"],
+                        "msg": "params may not contain NUL characters, NaN or infinity",
+                    }
+                ]
+            )
         timeout = submission.timeout_seconds or kind.default_timeout
         if timeout > kind.max_timeout:
             raise InvalidSubmission(
@@ -119,7 +127,7 @@ class JobService:
             lane=kind.lane.value,
             status=JobStatus.QUEUED.value,
             priority=submission.priority.value,
-            params=params.model_dump(mode="json"),
+            params=stored_params,
             progress=None,
             result=None,
             error=None,
