@@ -128,14 +128,14 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def in_range(value: datetime) -> datetime:
-    """The time in UTC; ValueError for one outside 1970..9000 (or without an offset)."""
+    """The time as given; ValueError for one outside 1970..9000 (or without an offset)."""
     try:
         moment = value.astimezone(UTC)
     except (OverflowError, ValueError):
         raise ValueError("time out of range") from None
     if value.tzinfo is None or not EARLIEST <= moment < LATEST:
         raise ValueError("time must have an offset and lie between 1970 and 9000")
-    return moment
+    return value
 
 
 def encode_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
