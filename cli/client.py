@@ -19,6 +19,11 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT = 10.0
 POLL_INTERVAL = 0.5
 MAX_STREAM_FAILURES = 3
+# WebSocket close codes that no retry can fix.
+FATAL_CLOSES = {
+    4401: "the token was refused (expired?); make a new one with `jobq token NAME`",
+    4404: "no such job, or not yours",
+}
 
 EXIT_CLIENT_ERROR = 2  # the request was refused (4xx), or no token
 EXIT_UNAVAILABLE = 3  # no answer, or a server error (5xx)
@@ -84,25 +89,32 @@ class JobqClient:
         while not is_terminal(job.status):
             query = f"?after={last_seq}" if last_seq is not None else ""
             url = f"{self._ws_base}/ws/jobs/{job.id}{query}"
+            code: int | None = None
             try:
                 with ws_connect(url, additional_headers=self._headers, open_timeout=TIMEOUT) as ws:
-                    for raw in ws:
-                        event = JobEvent.model_validate_json(raw)
-                        last_seq = event.seq
-                        job = job.model_copy(
-                            update={
-                                "status": event.status,
-                                "progress": event.progress,
-                                "result": event.result,
-                                "error": event.error,
-                            }
-                        )
-                        failures = 0
-                        yield job
-            except ConnectionClosed:
-                pass
+                    try:
+                        for raw in ws:
+                            event = JobEvent.model_validate_json(raw)
+                            last_seq = event.seq
+                            job = job.model_copy(
+                                update={
+                                    "status": event.status,
+                                    "progress": event.progress,
+                                    "result": event.result,
+                                    "error": event.error,
+                                }
+                            )
+                            failures = 0
+                            yield job
+                    except ConnectionClosed:
+                        pass
+                    code = ws.close_code
             except (OSError, InvalidHandshake, TimeoutError):
                 failures += 1
+            if code in FATAL_CLOSES:
+                raise ClientError(FATAL_CLOSES[code], EXIT_CLIENT_ERROR)
+            if code is not None and code not in (1000, 1001):
+                failures += 1  # too many connections, too slow, a server error: back off
             if failures >= MAX_STREAM_FAILURES:
                 # No stream to be had (a proxy without WebSockets, say): poll instead.
                 while not is_terminal(job.status):

@@ -20,6 +20,9 @@ def upgrade() -> None:
         "jobs", sa.Column("dispatches", sa.Integer(), server_default=sa.text("0"), nullable=False)
     )
     op.add_column("jobs", sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
+    # Attempts running before leases existed hold none: let them expire now, so the dispatcher
+    # rescues any whose worker is gone (a live one's next renewal keeps its job).
+    op.execute("UPDATE jobs SET lease_expires_at = now() WHERE status = 'running'")
     op.create_index(
         "ix_jobs_unclaimed",
         "jobs",
