@@ -75,6 +75,22 @@ class EmbeddedPostgres:
             self._server.cleanup()  # type: ignore[attr-defined]
             self._server = None
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: clients are cut off), keeping its data."""
+        self._pg_ctl(["-w", "-m", "fast", "stop"])
+
+    def resume(self) -> None:
+        """Start the server again after `pause`, on the same socket."""
+        log = str(self.data_dir / "log")
+        socket_options = ["-o", '-h ""', "-o", f"-k {self.data_dir}"]
+        self._pg_ctl(["-w", *socket_options, "-l", log, "start"], timeout=60)
+
+    def _pg_ctl(self, args: list[str], timeout: float = 30) -> None:
+        from pgserver import _commands
+
+        user = "pgserver" if os.geteuid() == 0 else None  # pgserver runs Postgres as this user
+        _commands.pg_ctl(args, pgdata=self.data_dir, user=user, timeout=timeout)  # type: ignore[attr-defined]
+
 
 @dataclass
 class EmbeddedRedis:
@@ -133,6 +149,13 @@ class EmbeddedRedis:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without saving anything."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(10)
+            self._process = None
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self._process = self._process, None

@@ -65,16 +65,34 @@ class Publisher:
     def __init__(self, celery: Celery, grace: float) -> None:
         self.celery = celery
         self.grace = grace
+        # False from a failed publish until a publish or a probe succeeds: while it is false
+        # the API refuses heavy jobs (503) rather than accept what it cannot send.
+        self.healthy = True
 
     def send(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
         message = RunJobMessage(job_id=job_id)
-        self.celery.send_task(
-            RUN_JOB_TASK,
-            kwargs=message.model_dump(mode="json"),
-            queue=queue_for(priority),
-            routing_key=queue_for(priority),
-            time_limit=job_timeout + self.grace + self.HARD_LIMIT_MARGIN,
-        )
+        try:
+            self.celery.send_task(
+                RUN_JOB_TASK,
+                kwargs=message.model_dump(mode="json"),
+                queue=queue_for(priority),
+                routing_key=queue_for(priority),
+                time_limit=job_timeout + self.grace + self.HARD_LIMIT_MARGIN,
+            )
+        except Exception:
+            self.healthy = False
+            raise
+        self.healthy = True
+
+    def probe(self) -> bool:
+        """Try to reach the broker; updates and returns `healthy`."""
+        try:
+            with self.celery.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+            self.healthy = True
+        except Exception:
+            self.healthy = False
+        return self.healthy
 
     async def publish(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
         await asyncio.to_thread(self.send, job_id, priority, job_timeout)

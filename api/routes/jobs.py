@@ -10,6 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response
 
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
+from shared.errors import Unavailable
 from shared.events import JobEvent
 from shared.jobs.schemas import JobOut, JobPage, JobSubmission
 from shared.jobs.states import JobStatus, Lane
@@ -39,6 +40,16 @@ class Launch:
         self.services = services
         self.background = background
         self.response = response
+
+    def check_broker(self, kind: str) -> None:
+        """Refuse a heavy job while the broker is known to be down: 503, not a 202 to hold."""
+        spec = self.services.registry.get(kind)
+        if (
+            spec is not None
+            and spec.lane == Lane.HEAVY
+            and not self.services.dispatcher.publisher.healthy
+        ):
+            raise Unavailable("the job queue is unreachable; try again shortly")
 
     async def accepted(self, job: Job) -> JobOut:
         await self.session.commit()
@@ -82,6 +93,7 @@ async def submit_job(
     With an `Idempotency-Key` already used (by you, within 24 hours) for the same body, the
     original job comes back with 200 and `Idempotent-Replayed: true`; for another body, 422.
     """
+    launch.check_broker(body.kind)
     if idempotency_key is None:
         return await launch.accepted(await jobs.submit(principal, body))
     job, replayed = await jobs.submit_once(principal, body, idempotency_key)

@@ -79,6 +79,8 @@ class Dispatcher:
     async def tick(self) -> Tick:
         now = utcnow()
         work = Tick()
+        if not self.publisher.healthy:
+            await asyncio.to_thread(self.publisher.probe)
         async with self.sessions.begin() as session:
             scheduling = Scheduling(session)
             if not await scheduling.lock():

@@ -7,13 +7,18 @@ leases, is bounded in time, and ends with the invariant check of tests/e2e/stack
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from cli.servers import EmbeddedRedis
-from shared.db.engine import SessionFactory
+from cli.servers import EmbeddedPostgres, EmbeddedRedis
+from shared.db.engine import SessionFactory, create_engine, create_session_factory
+from shared.db.migrate import upgrade
 from shared.settings import Settings
 from tests.conftest import Servers
 from tests.e2e.stack import (
@@ -115,3 +120,113 @@ async def test_crash_between_commit_and_dispatch_still_runs_the_job(
     found = await wait_until(sessions, ids, all_terminal, 30)
     assert {status for status, _ in found.values()} == {"succeeded"}, found
     await check_invariants(sessions, ids)
+
+
+async def _burst(
+    url: str,
+    headers: dict[str, str],
+    count: int,
+    codes: Counter[int],
+    ids: list[str],
+    pause: float = 0,
+) -> None:
+    """Submit `count` short heavy jobs, 8 at a time, recording every answer."""
+    gate = asyncio.Semaphore(8)
+    body = {"kind": "sleep", "params": {"seconds": 0, "steps": 1}}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+
+        async def one() -> None:
+            async with gate:
+                try:
+                    response = await client.post("/jobs", json=body)
+                except httpx.TransportError:
+                    codes[0] += 1
+                    return
+                codes[response.status_code] += 1
+                if response.status_code == 202:
+                    ids.append(response.json()["id"])
+                if pause:
+                    await asyncio.sleep(pause)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def test_redis_killed_and_restarted_empty_during_a_burst(
+    stack: Stack, sessions: SessionFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    await asyncio.to_thread(stack.start_api)
+    await asyncio.to_thread(stack.start_worker)
+    codes: Counter[int] = Counter()
+    ids: list[str] = []
+    # Paced so the burst spans the outage: about 400 submissions a second.
+    burst = asyncio.create_task(
+        _burst(stack.api_url(), stack.headers, 1000, codes, ids, pause=0.02)
+    )
+    await asyncio.sleep(0.5)
+    assert stack.redis is not None and stack.redis.port is not None
+    port = stack.redis.port
+    await asyncio.to_thread(stack.redis.kill)
+    accepted_before = codes[202]
+    await asyncio.sleep(1)
+    stack.redis = EmbeddedRedis(tmp_path_factory.mktemp("redis-again"), port=port, persist=False)
+    await asyncio.to_thread(stack.redis.start)
+    accepted_during = codes[202] - accepted_before
+    await burst
+
+    assert codes[500] == 0 and set(codes) <= {202, 503}, codes
+    assert len(ids) == codes[202], codes
+    assert codes[202] > accepted_before + accepted_during, "nothing was accepted after the restart"
+    found = await wait_until(sessions, ids, all_terminal, 180)
+    assert {status for status, _ in found.values()} == {"succeeded"}, Counter(
+        status for status, _ in found.values()
+    )
+    await check_invariants(sessions, ids)
+
+
+@pytest.fixture
+async def own_database(
+    servers: Servers, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
+    """A Postgres of this test's own, so it can be stopped and started again."""
+    postgres = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="jq-pg-")))
+    await asyncio.to_thread(postgres.start)
+    url = await asyncio.to_thread(postgres.create_database, "faults")
+    await asyncio.to_thread(upgrade, url)
+    try:
+        yield postgres, url
+    finally:
+        await asyncio.to_thread(postgres.stop)
+        shutil.rmtree(postgres.data_dir, ignore_errors=True)
+
+
+async def test_postgres_stopped_for_five_seconds_under_load(
+    stack: Stack, own_database: tuple[EmbeddedPostgres, str]
+) -> None:
+    postgres, url = own_database
+    stack.settings = stack.settings.model_copy(update={"database_url": url, "lease_seconds": 10.0})
+    engine = create_engine(stack.settings)
+    sessions = create_session_factory(engine)
+    try:
+        await install_transition_log(sessions)
+        await asyncio.to_thread(stack.start_api)
+        await asyncio.to_thread(stack.start_worker)
+        codes: Counter[int] = Counter()
+        ids: list[str] = []
+        burst = asyncio.create_task(
+            _burst(stack.api_url(), stack.headers, 300, codes, ids, pause=0.2)
+        )
+        await asyncio.sleep(2)
+        await asyncio.to_thread(postgres.pause)
+        await asyncio.sleep(5)
+        await asyncio.to_thread(postgres.resume)
+        await burst
+
+        assert codes[500] == 0 and set(codes) <= {202, 503}, codes
+        assert codes[503] > 0 and codes[202] > 0, codes
+        async with httpx.AsyncClient(base_url=stack.api_url()) as client:
+            assert (await client.get("/ready")).status_code == 200
+        found = await wait_until(sessions, ids, all_terminal, 120)
+        assert {status for status, _ in found.values()} == {"succeeded"}, found
+        await check_invariants(sessions, ids)
+    finally:
+        await engine.dispose()

@@ -69,6 +69,15 @@ async def test_submit_with_broker_down_is_sent_later_by_a_dispatcher(
     # The row is committed, so the job is not lost: it waits in Postgres, undispatched, and a
     # dispatcher that can reach the broker (here: `app`, a healthy API process) sends it.
     assert response.status_code == 202
+    # Now that the broker is known to be down, heavy jobs are refused rather than held.
+    refused = await broken_client.post(
+        "/jobs", json={"kind": "sleep", "params": {"seconds": 1}}, headers=auth(token)
+    )
+    assert refused.status_code == 503 and refused.headers["Retry-After"]
+    quick = await broken_client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "x"}}, headers=auth(token)
+    )
+    assert quick.status_code == 202
     job_id = uuid.UUID(response.json()["id"])
     for _ in range(100):
         async with sessions() as session:
