@@ -29,7 +29,6 @@ from shared.settings import Settings, load_settings
 
 log = logging.getLogger("jobq.api")
 
-QUICK_DRAIN_SECONDS = 10.0
 SHUTDOWN_STEP = 5.0
 
 
@@ -75,7 +74,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         # Each step is bounded: a dependency that hangs must not stop the process exiting.
         await _bounded("dispatcher", _cancel(dispatching))
-        await _bounded("quick jobs", local.drain(QUICK_DRAIN_SECONDS), QUICK_DRAIN_SECONDS + 2)
+        grace = settings.shutdown_grace
+        await _bounded("quick jobs", local.drain(grace), grace + 2)
         await _bounded("events hub", hub.stop())
         await _bounded("redis", redis.aclose())
         await asyncio.to_thread(celery.close)

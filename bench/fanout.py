@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     # Started in the background, SIGINT may be ignored; either signal unwinds and cleans up.
     signal.signal(signal.SIGINT, _stop_on_signal)
     signal.signal(signal.SIGTERM, _stop_on_signal)
-    console = Console(width=max(Console().width, 160))
+    console = Console(width=max(Console().width, 200))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / "logs" / stamp
     stack = Stack(log_dir, embedded=True if args.embedded else None)

@@ -19,7 +19,14 @@ from sqlalchemy.engine import make_url
 
 from cli.backing import BackingServices, port_is_free
 from cli.banner import Banner, browsable_host
-from cli.processes import api_argv, flower_argv, flower_env, flower_password, worker_argv
+from cli.processes import (
+    api_argv,
+    flower_argv,
+    flower_env,
+    flower_password,
+    worker_argv,
+    worker_env,
+)
 from cli.supervisor import Child, GaveUp, Supervisor
 from shared.db.migrate import upgrade
 from shared.settings import Settings
@@ -107,7 +114,7 @@ class DevRunner:
         )
         return [
             Child("api", api_argv(self.settings), env),
-            Child("worker", worker_argv(self.settings), env),
+            Child("worker", worker_argv(self.settings), env | worker_env()),
             Child("flower", flower_argv(self.settings), env | flower_env(self.settings)),
         ]
 

@@ -15,7 +15,7 @@ from rich.markup import escape
 from cli.client import DEFAULT_URL, EXIT_CLIENT_ERROR, ClientError, JobqClient
 from cli.display import job_json, job_table, outcome, watch
 from cli.params import parse_params
-from cli.processes import Argv, api_argv, flower_argv, flower_env, worker_argv
+from cli.processes import Argv, api_argv, flower_argv, flower_env, worker_argv, worker_env
 from shared.errors import ConfigurationError
 from shared.jobs.states import JobStatus, Priority
 from shared.settings import Settings, load_settings
@@ -79,7 +79,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run a Celery worker on every jobq queue in this process."""
-    _exec(worker_argv(_settings(), concurrency))
+    _exec(worker_argv(_settings(), concurrency), worker_env())
 
 
 @app.command()

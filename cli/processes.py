@@ -21,6 +21,9 @@ def api_argv(settings: Settings) -> Argv:
         sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
         "--host", settings.api_host,
         "--port", str(settings.api_port),
+        # On SIGTERM, running requests (quick jobs among them) get this long, then are
+        # cancelled, and their jobs handed back.
+        "--timeout-graceful-shutdown", f"{settings.shutdown_grace:g}",
     ]  # fmt: skip
 
 
@@ -32,6 +35,12 @@ def worker_argv(settings: Settings, concurrency: int | None = None) -> Argv:
         "--concurrency", str(concurrency or settings.worker_concurrency),
         "-E",  # task events, which Flower shows
     ]  # fmt: skip
+
+
+def worker_env() -> dict[str, str]:
+    """SIGTERM starts Celery's soft shutdown: running jobs get JOBQ_SHUTDOWN_GRACE seconds to
+    finish, then the worker stops and leases hand the rest to other workers."""
+    return {"REMAP_SIGTERM": "SIGQUIT"}
 
 
 def flower_argv(settings: Settings) -> Argv:

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     dispatch_interval: float = Field(default=0.5, gt=0)
     dispatch_batch: int = Field(default=500, ge=1)
     lease_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace: float = Field(default=25.0, ge=0)
     claim_timeout: float = Field(default=30.0, gt=0)
 
     event_retention: int = Field(default=24 * 3600, ge=60)

@@ -17,12 +17,21 @@ class LocalExecutor:
         self._tasks: set[asyncio.Task[RunReport | None]] = set()
 
     async def run(self, job_id: uuid.UUID) -> RunReport | None:
-        """Run one job to its end here. Never raises: the record in Postgres is what counts."""
+        """Run one job to its end here. Never raises: the record in Postgres is what counts.
+
+        The job's task is tracked, so a shutdown drains it like the spawned ones.
+        """
+        current = asyncio.current_task()
+        if current is not None:
+            self._tasks.add(current)
         try:
             report = await self.runner.run(job_id)
         except Exception:
             log.exception("quick job %s could not be run", job_id)
             return None
+        finally:
+            if current is not None:
+                self._tasks.discard(current)
         if report.abandoned_thread:
             log.warning("quick job %s left a handler thread running after it ended", job_id)
         return report

@@ -92,6 +92,7 @@ def start_api(settings: Settings, port: int, log_dir: Path) -> Managed:
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
+        "--timeout-graceful-shutdown", f"{settings.shutdown_grace:g}",
     ]  # fmt: skip
     api = Managed("api", command, child_env(settings), log_dir / f"api-{port}.log").start()
     deadline = time.monotonic() + 30
@@ -115,6 +116,7 @@ def start_worker(
         "-Q", "jobq.high,jobq.normal,jobq.low", "-n", f"{name}@%h", "--without-mingle",
         "--without-gossip",
     ]  # fmt: skip
-    worker = Managed(name, command, child_env(settings), log_dir / f"{name}.log").start()
+    env = child_env(settings, REMAP_SIGTERM="SIGQUIT")  # as `jobq worker` runs it
+    worker = Managed(name, command, env, log_dir / f"{name}.log").start()
     worker.wait_for_log("ready.", timeout=60)
     return worker

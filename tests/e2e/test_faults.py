@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from shared.db.engine import SessionFactory, create_engine, create_session_facto
 from shared.db.migrate import upgrade
 from shared.settings import Settings
 from tests.conftest import Servers
+from tests.e2e.processes import Managed
 from tests.e2e.stack import (
     Stack,
     all_terminal,
@@ -230,3 +232,53 @@ async def test_postgres_stopped_for_five_seconds_under_load(
         await check_invariants(sessions, ids)
     finally:
         await engine.dispose()
+
+
+def _terminate(process: Managed) -> None:
+    """SIGTERM to the main process only, as a supervisor (or Kubernetes) sends it."""
+    assert process.process is not None
+    process.process.send_signal(signal.SIGTERM)
+
+
+async def test_sigterm_lets_a_worker_finish_short_jobs_and_leaves_long_ones_to_others(
+    stack: Stack, sessions: SessionFactory
+) -> None:
+    stack.settings = stack.settings.model_copy(update={"shutdown_grace": 3.0})
+    await asyncio.to_thread(stack.start_api)
+    worker = await asyncio.to_thread(stack.start_worker)
+    short = await submit(stack.api_url(), stack.headers, "sleep", {"seconds": 1.5, "steps": 3})
+    long = await submit(stack.api_url(), stack.headers, "sleep", {"seconds": 8, "steps": 16})
+    await wait_until(
+        sessions, [short, long], lambda found: all(s == "running" for s, _ in found.values()), 20
+    )
+    _terminate(worker)
+    assert worker.process is not None
+    exit_code = await asyncio.to_thread(worker.process.wait, 30)
+    assert exit_code is not None
+    found = await statuses(sessions, [short, long])
+    assert found[short] == ("succeeded", 1), found
+    assert found[long][0] in {"running", "queued"}, found
+    await asyncio.to_thread(stack.start_worker)
+    found = await wait_until(sessions, [long], all_terminal, 60)
+    assert found[long] == ("succeeded", 2), found
+    await check_invariants(sessions, [short, long])
+
+
+async def test_sigterm_makes_an_api_hand_back_its_quick_jobs(
+    stack: Stack, sessions: SessionFactory
+) -> None:
+    stack.settings = stack.settings.model_copy(update={"shutdown_grace": 1.0})
+    api = await asyncio.to_thread(stack.start_api)
+    ids = [await submit(stack.api_url(), stack.headers, "nap", {"seconds": 5}) for _ in range(3)]
+    await wait_until(
+        sessions, ids, lambda found: all(s == "running" for s, _ in found.values()), 10
+    )
+    _terminate(api)
+    assert api.process is not None
+    await asyncio.to_thread(api.process.wait, 30)
+    found = await statuses(sessions, ids)
+    assert all(entry == ("queued", 1) for entry in found.values()), found
+    await asyncio.to_thread(stack.start_api)
+    found = await wait_until(sessions, ids, all_terminal, 60)
+    assert all(entry == ("succeeded", 2) for entry in found.values()), found
+    await check_invariants(sessions, ids)
