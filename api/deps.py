@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.hub import Hub
+from api.snapshots import JobReader
 from shared.db.engine import SessionFactory
 from shared.db.repository import JobRepository
 from shared.errors import InvalidToken
@@ -37,6 +38,7 @@ class Services:
     dispatcher: Dispatcher
     events: EventBus
     hub: Hub
+    reader: JobReader
 
 
 def get_services(request: Request) -> Services:

@@ -48,7 +48,7 @@ async def handle_jobq_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def handle_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("dependency unavailable on %s %s: %r", request.method, request.url.path, exc)
+    log.warning("dependency unavailable on %s: %r", request.url.path, exc)
     return _render(Unavailable())
 
 

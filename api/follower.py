@@ -3,21 +3,21 @@
 The order that makes "never misses the end" hold: subscribe to live events first, then read the
 snapshot from Postgres, then pass on only events with a higher seq. Whenever the live stream
 may have gaps (the watcher fell behind, the hub reconnected, or nothing came for a while), the
-job is read again from Postgres and the watcher is brought up to date from the job's retained
-stream or, failing that, with a fresh snapshot. So the terminal event always arrives.
+job is read again from Postgres and, if it moved on, the watcher gets a fresh snapshot. So the
+terminal event always arrives. A resume (`?after=SEQ`) replays the job's retained events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 
-from api.deps import Services
-from api.hub import Subscription
+from api.hub import Resync, Subscription, Wire
+from api.snapshots import JobReader
 from shared.db.models import Job
-from shared.db.repository import JobRepository
 from shared.errors import NotFound
 from shared.events import EventBus, JobEvent
 from shared.jobs.service import Principal
@@ -27,80 +27,84 @@ from shared.jobs.states import JobStatus, is_terminal
 class Follower:
     def __init__(
         self,
-        services: Services,
+        reader: JobReader,
         bus: EventBus,
         principal: Principal,
         job_id: uuid.UUID,
         subscription: Subscription,
     ) -> None:
-        self.services = services
+        self.reader = reader
         self.bus = bus
         self.principal = principal
         self.job_id = job_id
         self.subscription = subscription
         self.last = 0
         self.done = False
-        self.sent = 0
 
-    async def load(self) -> Job:
-        async with self.services.sessions() as session:
-            job = await JobRepository(session).get(self.job_id, owner=self.principal.owner_filter)
-        if job is None:
+    async def load(self, not_before: float | None = None) -> Job:
+        """The job, read after `not_before` (default: when this watcher subscribed)."""
+        since = self.subscription.since if not_before is None else not_before
+        job = await self.reader.get(self.job_id, since)
+        if job is None or not (self.principal.admin or job.owner == self.principal.subject):
             raise NotFound()
         return job
 
-    async def events(self, after: int | None, idle: float) -> AsyncIterator[JobEvent | None]:
-        """Events to send, in strictly increasing seq; None when idle (a chance to heartbeat).
+    async def events(self, after: int | None, idle: float) -> AsyncIterator[Wire | None]:
+        """What to send, in strictly increasing seq; None when idle (a chance to heartbeat).
 
         Ends after the terminal event. The caller subscribed before calling this.
         """
         job = await self.load()
-        if after is not None:
-            self.last = after
-        for event in await self._catch_up(job, replay=after is not None):
-            yield event
+        first = self._snapshot(job) if after is None else await self._resume(job, after)
+        for wire in first:
+            yield wire
         while not self.done:
             item = await self.subscription.next(idle)
-            if isinstance(item, JobEvent):
-                if item.seq > self.last:
+            if isinstance(item, Wire):
+                if item.event.seq > self.last:
                     yield self._sent(item)
                 continue
-            # RESYNC or a quiet spell: Postgres says whether anything was missed.
-            for event in await self._catch_up(await self.load(), replay=True):
-                yield event
+            # Fell behind, the hub reconnected, or a quiet spell: has the job moved on?
+            since = (
+                item.at if isinstance(item, Resync) else asyncio.get_running_loop().time() - idle
+            )
+            job = await self.load(since)
+            if job.seq > self.last:
+                for wire in self._snapshot(job):
+                    yield wire
             if item is None and not self.done:
                 yield None
 
-    def _sent(self, event: JobEvent) -> JobEvent:
-        self.last = event.seq
-        self.done = event.terminal
-        self.sent += 1
-        return event
+    def _sent(self, wire: Wire) -> Wire:
+        self.last = wire.event.seq
+        self.done = wire.event.terminal
+        return wire
 
-    async def _catch_up(self, job: Job, *, replay: bool) -> list[JobEvent]:
-        if replay and job.seq <= self.last:
-            if self.sent:
-                return []
-            # A resume from the end (or beyond it): the terminal event is always delivered,
-            # and a client ahead of the record gets the record.
+    def _event(self, job: Job, type: str, seq: int | None = None) -> Wire:
+        return self._sent(Wire.of(JobEvent.of(job, type, seq)))  # type: ignore[arg-type]
+
+    async def _resume(self, job: Job, after: int) -> list[Wire]:
+        self.last = after
+        if job.seq <= after:
+            # Resumed from the end, or beyond it: the terminal event is always delivered, and
+            # a client ahead of the record gets the record.
             if is_terminal(JobStatus(job.status)):
-                return [self._sent(JobEvent.of(job, "status"))]
-            return self._snapshot(job) if job.seq < self.last else []
-        if replay:
-            try:
-                missed = await self.bus.replay(job.id, self.last)
-            except (RedisError, OSError):
-                missed = None
-            if missed and missed[-1].seq >= job.seq:
-                return [self._sent(event) for event in missed]
+                return [self._event(job, "status")]
+            return self._snapshot(job) if job.seq < after else []
+        try:
+            missed = await self.bus.replay(job.id, after)
+        except (RedisError, OSError):
+            missed = None
+        if missed and missed[-1].seq >= job.seq:
+            return [self._sent(Wire.of(event)) for event in missed]
         return self._snapshot(job)
 
-    def _snapshot(self, job: Job) -> list[JobEvent]:
+    def _snapshot(self, job: Job) -> list[Wire]:
         """The job as stored; a finished job's snapshot is followed by its terminal event."""
         if not is_terminal(JobStatus(job.status)):
-            return [self._sent(JobEvent.of(job, "snapshot"))]
-        events = []
+            return [self._event(job, "snapshot")]
+        wires = []
         if job.seq - 1 > self.last:
-            events.append(self._sent(JobEvent.of(job, "snapshot", seq=job.seq - 1)))
-        events.append(self._sent(JobEvent.of(job, "status")))
-        return events
+            wires.append(self._event(job, "snapshot", seq=job.seq - 1))
+        wires.append(self._event(job, "status"))
+        return wires

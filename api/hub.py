@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Final
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -27,14 +27,28 @@ from shared.keys import events_channel, redis_db
 log = logging.getLogger("jobq.hub")
 
 
-class _Resync:
-    """Queued in place of events a watcher missed."""
+@dataclass(frozen=True)
+class Resync:
+    """Queued in place of events a watcher missed; `at` is when (loop time)."""
+
+    at: float
 
 
-RESYNC: Final = _Resync()
+@dataclass(frozen=True)
+class Wire:
+    """An event with its JSON text, made once however many sockets send it."""
+
+    event: JobEvent
+    text: str
+
+    @classmethod
+    def of(cls, event: JobEvent) -> Wire:
+        return cls(event, event.model_dump_json())
+
+
 # The hub's connection is named, so operators (and tests) can find it in CLIENT LIST.
 HUB_CLIENT_NAME = "jobq-hub"
-Item = JobEvent | _Resync
+Item = Wire | Resync
 
 
 class TooManyConnections(Exception):
@@ -47,6 +61,7 @@ class Subscription:
         self.job_id = job_id
         self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
         self.overflows = 0
+        self.since = asyncio.get_running_loop().time()
 
     def wants(self, envelope: Envelope) -> bool:
         if self.job_id is not None:
@@ -57,18 +72,18 @@ class Subscription:
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            if not isinstance(item, _Resync):
+            if not isinstance(item, Resync):
                 self.overflows += 1
-            self.resync()
+            self.resync(asyncio.get_running_loop().time())
 
-    def resync(self) -> None:
+    def resync(self, at: float) -> None:
         """Drop what is queued: the watcher reloads from Postgres instead."""
         while not self.queue.empty():
             self.queue.get_nowait()
-        self.queue.put_nowait(RESYNC)
+        self.queue.put_nowait(Resync(at))
 
     async def next(self, wait: float) -> Item | None:
-        """The next event, RESYNC, or None when nothing came within `wait` seconds."""
+        """The next event, a Resync, or None when nothing came within `wait` seconds."""
         try:
             return await asyncio.wait_for(self.queue.get(), wait)
         except TimeoutError:
@@ -119,16 +134,20 @@ class Hub:
                 del self._per_subject[principal.subject]
 
     def deliver(self, envelope: Envelope) -> None:
+        wire: Wire | None = None
         for subscription in self._by_job.get(envelope.event.job_id, ()):
-            subscription.offer(envelope.event)
+            wire = wire or Wire.of(envelope.event)
+            subscription.offer(wire)
         for subscription in self._firehose:
             if subscription.wants(envelope):
-                subscription.offer(envelope.event)
+                wire = wire or Wire.of(envelope.event)
+                subscription.offer(wire)
 
     def _resync_all(self) -> None:
+        now = asyncio.get_running_loop().time()
         for group in (*self._by_job.values(), self._firehose):
             for subscription in group:
-                subscription.resync()
+                subscription.resync(now)
 
     async def _run(self) -> None:
         delay = 0.1

@@ -18,6 +18,7 @@ from api.hub import Hub
 from api.middleware import RequestContextMiddleware
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds
+from api.snapshots import JobReader
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
 from shared.events import EventBus
@@ -66,6 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         dispatcher=dispatcher,
         events=events,
         hub=hub,
+        reader=JobReader(sessions),
     )
     hub.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")

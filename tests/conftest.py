@@ -113,6 +113,7 @@ def settings(servers: Servers) -> Settings:
         ws_send_timeout=2.0,
         ws_idle_check=2.0,
         kind_modules=["tests.e2e.kinds"],
+        shutdown_grace=2.0,
     )
 
 

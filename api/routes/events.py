@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 from starlette.websockets import WebSocketState
 
 from api.deps import CurrentPrincipal, Services, ServicesDep
 from api.follower import Follower
-from api.hub import TooManyConnections
+from api.hub import TooManyConnections, Wire
+from shared.db.engine import is_transient
 from shared.errors import InvalidToken, NotFound, TooManyRequests
-from shared.events import JobEvent
 from shared.jobs.service import Principal
 from shared.tokens import verify_token
 
 router = APIRouter(tags=["events"])
+log = logging.getLogger("jobq.events")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
+CLOSE_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -56,9 +60,9 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Principal |
         return None
 
 
-async def _send(websocket: WebSocket, event: JobEvent, limit: float) -> None:
+async def _send(websocket: WebSocket, wire: Wire, limit: float) -> None:
     """Send, or give up on a client that stopped reading (TimeoutError)."""
-    await asyncio.wait_for(websocket.send_text(event.model_dump_json()), limit)
+    await asyncio.wait_for(websocket.send_text(wire.text), limit)
 
 
 async def _drain_client(websocket: WebSocket) -> None:
@@ -75,7 +79,7 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def _serve(
-    websocket: WebSocket, stream: AsyncIterator[JobEvent | None], lifetime: float
+    websocket: WebSocket, stream: AsyncIterator[Wire | None], lifetime: float
 ) -> tuple[int, str]:
     """Pump events to the socket until the stream ends, the client leaves, or time is up."""
     services = _services(websocket)
@@ -98,12 +102,24 @@ async def _serve(
         if reading in done:
             return CLOSE_NORMAL, "client left"
         return CLOSE_GOING_AWAY, "maximum connection lifetime; reconnect with ?after=SEQ"
-    except TimeoutError:
-        return CLOSE_TRY_AGAIN, "client too slow"
+    except Exception as exc:
+        return _closing_for(exc)
     finally:
         for task in (pumping, reading):
             task.cancel()
         await asyncio.gather(pumping, reading, return_exceptions=True)
+
+
+def _closing_for(exc: Exception) -> tuple[int, str]:
+    """How a stream that failed ends: the client can always reconnect and resume."""
+    if isinstance(exc, TimeoutError):
+        return CLOSE_TRY_AGAIN, "client too slow"
+    if isinstance(exc, _Missed):
+        return CLOSE_TRY_AGAIN, "missed events; reload and reconnect"
+    if is_transient(exc) or isinstance(exc, RedisError):
+        return CLOSE_TRY_AGAIN, "server busy; reconnect with ?after=SEQ"
+    log.exception("event stream failed")
+    return CLOSE_ERROR, "server error; reconnect with ?after=SEQ"
 
 
 @router.websocket("/ws/jobs/{job_id}")
@@ -124,11 +140,14 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
         return
     try:
         with services.hub.subscribe(principal, job_uuid) as subscription:
-            follower = Follower(services, services.events, principal, job_uuid, subscription)
+            follower = Follower(services.reader, services.events, principal, job_uuid, subscription)
             try:
                 await follower.load()
             except NotFound:
                 await _close(websocket, CLOSE_NOT_FOUND, "job not found")
+                return
+            except Exception as exc:
+                await _close(websocket, *_closing_for(exc))
                 return
             stream = follower.events(resume, settings.ws_idle_check)
             code, reason = await _serve(websocket, stream, settings.ws_max_lifetime)
@@ -146,10 +165,10 @@ async def watch_all(websocket: WebSocket) -> None:
         return
     settings = services.settings
 
-    async def stream() -> AsyncIterator[JobEvent | None]:
+    async def stream() -> AsyncIterator[Wire | None]:
         while True:
             item = await subscription.next(settings.ws_idle_check)
-            if isinstance(item, JobEvent) or item is None:
+            if isinstance(item, Wire) or item is None:
                 yield item
             else:
                 # Events were dropped; the client must reload its list.
@@ -157,10 +176,7 @@ async def watch_all(websocket: WebSocket) -> None:
 
     try:
         with services.hub.subscribe(principal, None) as subscription:
-            try:
-                code, reason = await _serve(websocket, stream(), settings.ws_max_lifetime)
-            except _Missed:
-                code, reason = CLOSE_TRY_AGAIN, "missed events; reload and reconnect"
+            code, reason = await _serve(websocket, stream(), settings.ws_max_lifetime)
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
     await _close(websocket, code, reason)
@@ -187,7 +203,7 @@ async def job_events(
     cleanup = contextlib.ExitStack()
     try:
         subscription = cleanup.enter_context(services.hub.subscribe(principal, job_id))
-        follower = Follower(services, services.events, principal, job_id, subscription)
+        follower = Follower(services.reader, services.events, principal, job_id, subscription)
         await follower.load()
     except TooManyConnections:
         cleanup.close()
@@ -202,8 +218,8 @@ async def job_events(
                 if event is None:
                     yield ": keep-alive\n\n"
                 else:
-                    data = event.model_dump_json()
-                    yield f"id: {event.seq}\nevent: {event.type}\ndata: {data}\n\n"
+                    seq, kind = event.event.seq, event.event.type
+                    yield f"id: {seq}\nevent: {kind}\ndata: {event.text}\n\n"
 
     return StreamingResponse(
         body(),

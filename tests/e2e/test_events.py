@@ -325,3 +325,38 @@ async def test_resume_from_the_end_gets_the_terminal_event_and_close(
 async def test_malformed_job_id_closes_4404(base_url: str, token: str) -> None:
     result = await watch(ws_url(base_url, "/ws/jobs/not-a-uuid"), token)
     assert result.messages == [] and result.close_code == 4404
+
+
+@pytest.fixture
+def overloaded_stack(own_broker: Settings, servers: Servers) -> Iterator[str]:
+    """An API whose watchers' queues hold 4 events, fed about 100 progress events a second."""
+    busy = own_broker.model_copy(
+        update={"ws_queue_size": 4, "progress_interval": 0.01, "ws_max_per_subject": 1000}
+    )
+    worker = start_worker(busy, servers.tmp / "logs", name="overloaded")
+    api = start_api(busy, free_port(), servers.tmp / "logs")
+    port = api.command[api.command.index("--port") + 1]
+    yield f"http://127.0.0.1:{port}"
+    api.stop()
+    worker.stop()
+    assert "Traceback" not in api.log()
+
+
+async def test_watchers_that_fall_behind_still_get_the_end(
+    overloaded_stack: str, token: str
+) -> None:
+    job = await submit(overloaded_stack, token, "sleep", {"seconds": 3, "steps": 300})
+    url = ws_url(overloaded_stack, f"/ws/jobs/{job['id']}")
+    watches = await asyncio.gather(*(watch(url, token, limit=60) for _ in range(200)))
+    for result in watches:
+        result.assert_complete()
+    # Falling behind was answered with fresh snapshots, not with lost watchers.
+    assert (
+        sum(
+            1
+            for result in watches
+            for message in result.messages[1:]
+            if message["type"] == "snapshot"
+        )
+        > 0
+    )
