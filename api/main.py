@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from api import redaction
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.hub import Hub
+from api.limits import BodyLimitMiddleware
 from api.middleware import RequestContextMiddleware
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds
@@ -112,6 +114,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     redaction.install()
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "Location",
+                "X-Request-ID",
+                "X-Process-Time",
+                "ETag",
+                "Retry-After",
+                "Idempotent-Replayed",
+            ],
+            max_age=600,
+        )
+    # Added last, so outermost: every response, refusals included, carries the request id.
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.include_router(jobs.router)
