@@ -97,7 +97,8 @@ class Stack:
     @staticmethod
     def pool_children(worker: Managed) -> list[psutil.Process]:
         assert worker.process is not None
-        return psutil.Process(worker.process.pid).children()
+        children: list[psutil.Process] = psutil.Process(worker.process.pid).children()
+        return children
 
     def stop(self) -> None:
         for process in (*self.workers, *self.apis):

@@ -79,7 +79,7 @@ def test_jobq_dev_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(
     output = wait_for_output(log, "jobq dev is up", process, 90)
     assert "curl" in output and "Flower" in output
     secret = (tmp_path / ".jobq" / "secret_key").read_text().strip()
-    token = issue_token(Settings(secret_key=secret), "dev-user")  # type: ignore[arg-type]
+    token = issue_token(Settings(secret_key=secret), "dev-user")
     headers = {"Authorization": f"Bearer {token}"}
     children = {child.pid: child for child in psutil.Process(process.pid).children(recursive=True)}
 

@@ -69,7 +69,7 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
             self.loop.close()
 
         def run(self, coro: Awaitable[T]) -> T:
-            return self.loop.run_until_complete(coro)  # type: ignore[arg-type]
+            return self.loop.run_until_complete(coro)
 
         async def _in_transaction(self, action: Any) -> Any:
             async with self.sessions.begin() as session:
