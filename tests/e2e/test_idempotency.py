@@ -47,7 +47,9 @@ async def test_ten_thousand_keyed_submissions_each_replayed_make_ten_thousand_jo
             async with gate:
                 first, second = await asyncio.gather(post(key), post(key))
             codes = sorted((first.status_code, second.status_code))
-            assert codes in ([200, 202], [202, 409]), (first.text, second.text)
+            # 202 for the one that made the job, 200 (or 409) for its twin; [200, 200] only
+            # when the 202 was lost with its connection and the request sent again.
+            assert codes in ([200, 202], [202, 409], [200, 200]), (first.text, second.text)
             return {r.json()["id"] for r in (first, second) if r.status_code in (200, 202)}
 
         results = await asyncio.gather(*(pair(number) for number in range(SUBMISSIONS)))
