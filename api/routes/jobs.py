@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from typing import Annotated, Any
@@ -121,9 +122,26 @@ async def list_jobs(
     return JobPage(items=[JobOut.model_validate(job) for job in items], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-async def get_job(job_id: uuid.UUID, principal: CurrentPrincipal, jobs: JobServiceDep) -> JobOut:
-    return JobOut.model_validate(await jobs.get(principal, job_id))
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    responses={**NOT_FOUND, 304: {"description": "Unchanged since the ETag you sent."}},
+)
+async def get_job(
+    job_id: uuid.UUID,
+    principal: CurrentPrincipal,
+    jobs: JobServiceDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The job. Send its `ETag` back as `If-None-Match` to get 304 while it is unchanged."""
+    body = JobOut.model_validate(await jobs.get(principal, job_id)).model_dump_json().encode()
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    # If-None-Match compares weakly: W/"x" matches "x".
+    sent = {tag.strip().removeprefix("W/") for tag in (if_none_match or "").split(",")}
+    if etag in sent or "*" in sent:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @router.post(

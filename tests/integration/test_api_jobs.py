@@ -166,3 +166,24 @@ async def test_openapi_documents_every_endpoint(client: httpx.AsyncClient) -> No
     assert submission["examples"] and submission["additionalProperties"] is False
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_etag_gives_304_until_the_job_changes(client: httpx.AsyncClient, token: str) -> None:
+    created = await client.post(
+        "/jobs",
+        json={"kind": "echo", "params": {"message": "etag"}, "delay_seconds": 3600},
+        headers=auth(token),
+    )
+    job_id = created.json()["id"]
+    first = await client.get(f"/jobs/{job_id}", headers=auth(token))
+    etag = first.headers["ETag"]
+    same = await client.get(f"/jobs/{job_id}", headers={**auth(token), "If-None-Match": etag})
+    assert same.status_code == 304 and same.content == b"" and same.headers["ETag"] == etag
+    weak = await client.get(
+        f"/jobs/{job_id}", headers={**auth(token), "If-None-Match": f'"x", W/{etag}'}
+    )
+    assert weak.status_code == 304
+    await client.post(f"/jobs/{job_id}/cancel", headers=auth(token))
+    changed = await client.get(f"/jobs/{job_id}", headers={**auth(token), "If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != etag
+    assert changed.json()["status"] == "cancelled"
