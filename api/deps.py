@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.hub import Hub
+from api.ratelimit import RateLimiter
 from api.snapshots import JobReader
 from shared.db.engine import SessionFactory
 from shared.db.repository import JobRepository
@@ -39,6 +40,7 @@ class Services:
     events: EventBus
     hub: Hub
     reader: JobReader
+    ratelimiter: RateLimiter
 
 
 def get_services(request: Request) -> Services:
@@ -59,20 +61,28 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 bearer = HTTPBearer(auto_error=False, description="A JWT from `jobq token SUBJECT`.")
 
 
-def get_principal(
+async def get_principal(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    response: Response,
 ) -> Principal:
+    """The caller, from their bearer token; each call counts against their rate limit."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise InvalidToken("missing bearer token")
-    return verify_token(services.settings, credentials.credentials)
+    principal = verify_token(services.settings, credentials.credentials)
+    response.headers.update(await services.ratelimiter.hit(principal.subject))
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 def get_job_service(session: SessionDep, services: ServicesDep) -> JobService:
-    return JobService(JobRepository(session), services.registry)
+    return JobService(
+        JobRepository(session),
+        services.registry,
+        max_active=services.settings.max_active_jobs_per_subject,
+    )
 
 
 JobServiceDep = Annotated[JobService, Depends(get_job_service)]

@@ -32,11 +32,11 @@ UNAVAILABLE = (
 
 
 def _render(error: JobqError) -> JSONResponse:
-    headers = {}
+    headers = dict(error.headers)
     if isinstance(error, InvalidToken):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, Unavailable | TooManyRequests):
-        headers["Retry-After"] = str(error.retry_after)
+        headers.setdefault("Retry-After", str(error.retry_after))
     return JSONResponse(
         {"detail": jsonable_encoder(error.detail)}, status_code=error.status_code, headers=headers
     )

@@ -18,6 +18,7 @@ from api.errors import install_error_handlers
 from api.hub import Hub
 from api.limits import BodyLimitMiddleware
 from api.middleware import RequestContextMiddleware
+from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds
 from api.snapshots import JobReader
@@ -70,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         events=events,
         hub=hub,
         reader=JobReader(sessions),
+        ratelimiter=RateLimiter(redis, settings.redis_url, settings.rate_limit),
     )
     hub.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")

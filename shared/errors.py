@@ -9,9 +9,10 @@ class JobqError(Exception):
     status_code = 500
     detail = "internal error"
 
-    def __init__(self, detail: Any = None) -> None:
+    def __init__(self, detail: Any = None, *, headers: dict[str, str] | None = None) -> None:
         if detail is not None:
             self.detail = detail
+        self.headers = headers or {}
         super().__init__(str(self.detail))
 
 

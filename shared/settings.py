@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     api_port: int = 8000
     public_url: str | None = None
     cors_origins: Annotated[list[str], NoDecode] = []
-    rate_limit: str = "120/minute"
+    rate_limit: str = "600/minute"
+    max_active_jobs_per_subject: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     result_ttl: int = Field(default=7 * 24 * 3600, ge=60)
 

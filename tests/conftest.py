@@ -114,6 +114,7 @@ def settings(servers: Servers) -> Settings:
         ws_idle_check=2.0,
         kind_modules=["tests.e2e.kinds"],
         shutdown_grace=2.0,
+        rate_limit="1000000/minute",
     )
 
 

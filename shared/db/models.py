@@ -69,6 +69,11 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner", text("created_at DESC"), text("id DESC")),
         Index("ix_jobs_created", text("created_at DESC"), text("id DESC")),
         Index(
+            "ix_jobs_owner_active",
+            "owner",
+            postgresql_where=text("status IN ('queued', 'running')"),
+        ),
+        Index(
             "ix_jobs_unclaimed",
             "dispatched_at",
             postgresql_where=text("status = 'queued' AND dispatched_at IS NOT NULL"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Job
@@ -222,6 +222,14 @@ class JobRepository:
             )
         row = (await self.session.execute(query)).one_or_none()
         return None if row is None else Pulse(cancel_requested=row[0], seq=row[1])
+
+    async def count_active(self, owner: str) -> int:
+        """How many of `owner`'s jobs are queued or running."""
+        query = select(func.count()).where(
+            Job.owner == owner,
+            Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
+        )
+        return int(await self.session.scalar(query) or 0)
 
     async def ping(self) -> None:
         await self.session.execute(text("SELECT 1"))

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from shared.db.idempotency import IdempotencyKeys
 from shared.db.models import Job
 from shared.db.repository import JobRepository
-from shared.errors import Conflict, InvalidSubmission, NotFound, StaleAttempt
+from shared.errors import Conflict, InvalidSubmission, NotFound, StaleAttempt, TooManyRequests
 from shared.jobs.outcome import storable
 from shared.jobs.registry import Registry
 from shared.jobs.schemas import JobSubmission, decode_cursor, encode_cursor
@@ -63,9 +63,12 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> li
 
 
 class JobService:
-    def __init__(self, repository: JobRepository, registry: Registry) -> None:
+    def __init__(
+        self, repository: JobRepository, registry: Registry, *, max_active: int | None = None
+    ) -> None:
         self.repository = repository
         self.registry = registry
+        self.max_active = max_active
 
     async def submit(
         self,
@@ -104,6 +107,14 @@ class JobService:
                     }
                 ]
             )
+        if self.max_active is not None:
+            active = await self.repository.count_active(principal.subject)
+            if active >= self.max_active:
+                raise TooManyRequests(
+                    f"{active} of your jobs are queued or running, the most allowed at once;"
+                    " wait for some to finish",
+                    headers={"Retry-After": "30"},
+                )
         timeout = submission.timeout_seconds or kind.default_timeout
         if timeout > kind.max_timeout:
             raise InvalidSubmission(
