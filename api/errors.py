@@ -33,12 +33,21 @@ UNAVAILABLE = (
 
 def _render(error: JobqError) -> JSONResponse:
     headers = dict(error.headers)
+    detail = error.detail
+    if isinstance(detail, list):
+        # Echo inputs back only when JSON can carry them (not NaN, not a lone surrogate).
+        detail = [
+            {k: v for k, v in item.items() if k != "input" or storable(v)}
+            if isinstance(item, dict)
+            else item
+            for item in detail
+        ]
     if isinstance(error, InvalidToken):
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, Unavailable | TooManyRequests):
         headers.setdefault("Retry-After", str(error.retry_after))
     return JSONResponse(
-        {"detail": jsonable_encoder(error.detail)}, status_code=error.status_code, headers=headers
+        {"detail": jsonable_encoder(detail)}, status_code=error.status_code, headers=headers
     )
 
 

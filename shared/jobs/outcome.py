@@ -52,11 +52,13 @@ def describe(exc: BaseException) -> str:
 
 
 def storable(value: Any) -> bool:
-    """Whether Postgres' jsonb takes it: finite numbers only, no NUL characters."""
+    """Whether Postgres' jsonb takes it: finite numbers, no NUL characters, valid Unicode."""
     try:
-        return "\\u0000" not in json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")  # lone surrogates cannot be encoded
     except (TypeError, ValueError):
         return False
+    return "\\u0000" not in text
 
 
 def decide(

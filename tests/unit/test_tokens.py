@@ -114,3 +114,29 @@ def test_only_role_admin_gives_an_admin(settings: Settings, role: str) -> None:
 def test_garbage_token_is_refused(settings: Settings, token: str) -> None:
     with pytest.raises(InvalidToken):
         verify_token(settings, token)
+
+
+def _signed(settings: Settings, **claims: object) -> str:
+    now = datetime.now(UTC)
+    body: dict[str, object] = {"sub": "alice", "exp": now + timedelta(minutes=5), **claims}
+    return jwt.encode(body, settings.secret_key.get_secret_value(), algorithm="HS256")
+
+
+def test_token_not_yet_valid_is_refused(settings: Settings) -> None:
+    token = _signed(settings, nbf=datetime.now(UTC) + timedelta(minutes=5))
+    with pytest.raises(InvalidToken):
+        verify_token(settings, token)
+
+
+def test_audience_and_issuer_are_checked_when_configured(settings: Settings) -> None:
+    strict = settings.model_copy(
+        update={"token_audience": "jobq", "token_issuer": "https://id.example"}
+    )
+    assert verify_token(strict, issue_token(strict, "alice")).subject == "alice"
+    for claims in (
+        {},
+        {"aud": "other", "iss": "https://id.example"},
+        {"aud": "jobq", "iss": "https://evil"},
+    ):
+        with pytest.raises(InvalidToken):
+            verify_token(strict, _signed(strict, **claims))
