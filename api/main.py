@@ -59,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         interval=settings.dispatch_interval,
         batch=settings.dispatch_batch,
         claim_timeout=settings.claim_timeout,
+        webhook_lease=settings.webhook_timeout + 30,
     )
     app.state.services = Services(
         settings=settings,

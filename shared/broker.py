@@ -13,14 +13,20 @@ from celery import Celery
 from kombu.entity import Queue
 from pydantic import BaseModel
 
-from shared.keys import QUEUES, RUN_JOB_TASK, queue_for
+from shared.keys import DELIVER_WEBHOOK_TASK, QUEUES, RUN_JOB_TASK, queue_for
 from shared.settings import Settings
 
 
 class RunJobMessage(BaseModel):
-    """The one Celery message jobq sends: which job to run."""
+    """Which job to run."""
 
     job_id: uuid.UUID
+
+
+class DeliverWebhookMessage(BaseModel):
+    """Which webhook delivery to attempt."""
+
+    delivery_id: uuid.UUID
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -83,6 +89,17 @@ class Publisher:
             self.healthy = False
             raise
         self.healthy = True
+
+    def send_webhook(self, delivery_id: uuid.UUID) -> None:
+        message = DeliverWebhookMessage(delivery_id=delivery_id)
+        # Small and quick: on the high queue, so a backlog of jobs does not hold them up.
+        queue = queue_for("high")
+        self.celery.send_task(
+            DELIVER_WEBHOOK_TASK,
+            kwargs=message.model_dump(mode="json"),
+            queue=queue,
+            routing_key=queue,
+        )
 
     def probe(self) -> bool:
         """Try to reach the broker; updates and returns `healthy`."""

@@ -3,6 +3,7 @@
 from shared.jobs.states import Priority
 
 RUN_JOB_TASK = "jobq.run_job"
+DELIVER_WEBHOOK_TASK = "jobq.deliver_webhook"
 
 QUEUE_PREFIX = "jobq"
 # Listed in the order workers drain them.

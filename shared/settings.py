@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     ws_max_lifetime: float = Field(default=3600.0, gt=0)
     ws_max_per_subject: int = Field(default=100, ge=1)
 
+    webhook_allow_private: bool = False
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_timeout: float = Field(default=5.0, gt=0)
+
     # Test-only crash points, e.g. "after-commit" (the API dies between commit and dispatch).
     failpoints: Annotated[list[str], NoDecode] = []
 

@@ -15,6 +15,7 @@ from shared.events import EventBus
 from shared.jobs.registry import load_registry
 from shared.jobs.runner import Runner
 from shared.settings import Settings
+from shared.webhooks import WebhookSender
 
 T = TypeVar("T")
 
@@ -24,6 +25,7 @@ class Runtime:
     loop: asyncio.AbstractEventLoop
     runner: Runner
     redis: Redis
+    webhooks: WebhookSender
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -51,8 +53,9 @@ def start(settings: Settings) -> Runtime:
             registry = load_registry(settings.kind_modules, max_timeout=settings.max_job_timeout)
             redis = Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
             events = EventBus(redis, settings.event_retention)
-            runner = Runner(create_session_factory(engine), registry, settings, events)
-            _runtime = Runtime(loop, runner, redis)
+            sessions = create_session_factory(engine)
+            runner = Runner(sessions, registry, settings, events)
+            _runtime = Runtime(loop, runner, redis, WebhookSender(sessions, settings))
         return _runtime
 
 

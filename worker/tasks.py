@@ -8,8 +8,8 @@ from typing import Any
 
 from billiard.process import current_process
 
-from shared.broker import RunJobMessage
-from shared.keys import RUN_JOB_TASK
+from shared.broker import DeliverWebhookMessage, RunJobMessage
+from shared.keys import DELIVER_WEBHOOK_TASK, RUN_JOB_TASK
 from worker import runtime
 from worker.app import celery, settings
 
@@ -26,3 +26,10 @@ def run_job(**kwargs: Any) -> str:
         log.warning("job %s: recycling this worker process to stop its handler", message.job_id)
         os._exit(0)
     return report.outcome.value
+
+
+@celery.task(name=DELIVER_WEBHOOK_TASK, ignore_result=True)
+def deliver_webhook(**kwargs: Any) -> str:
+    message = DeliverWebhookMessage.model_validate(kwargs)
+    worker = runtime.start(settings)
+    return worker.run(worker.webhooks.deliver(message.delivery_id))

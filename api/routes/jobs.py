@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -11,10 +12,11 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response
 
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
-from shared.errors import Unavailable
+from shared.errors import InvalidSubmission, Unavailable
 from shared.events import JobEvent
-from shared.jobs.schemas import JobOut, JobPage, JobSubmission
+from shared.jobs.schemas import JobOut, JobPage, JobSubmission, WebhookStatus
 from shared.jobs.states import JobStatus, Lane
+from shared.webhooks import RefusedTarget, check_target, latest_delivery
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -51,6 +53,18 @@ class Launch:
             and not self.services.dispatcher.publisher.healthy
         ):
             raise Unavailable("the job queue is unreachable; try again shortly")
+
+    async def check_webhook(self, url: object) -> None:
+        """Refuse a webhook_url that points inside the network (unless allowed): 422."""
+        if url is None:
+            return
+        allow = self.services.settings.webhook_allow_private
+        try:
+            await asyncio.to_thread(check_target, str(url), allow_private=allow)
+        except RefusedTarget as exc:
+            raise InvalidSubmission(
+                [{"type": "value_error", "loc": ["body", "webhook_url"], "msg": str(exc)}]
+            ) from None
 
     async def accepted(self, job: Job) -> JobOut:
         await self.session.commit()
@@ -95,6 +109,7 @@ async def submit_job(
     original job comes back with 200 and `Idempotent-Replayed: true`; for another body, 422.
     """
     launch.check_broker(body.kind)
+    await launch.check_webhook(body.webhook_url)
     if idempotency_key is None:
         return await launch.accepted(await jobs.submit(principal, body))
     job, replayed = await jobs.submit_once(principal, body, idempotency_key)
@@ -134,7 +149,11 @@ async def get_job(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The job. Send its `ETag` back as `If-None-Match` to get 304 while it is unchanged."""
-    body = JobOut.model_validate(await jobs.get(principal, job_id)).model_dump_json().encode()
+    job = JobOut.model_validate(await jobs.get(principal, job_id))
+    if job.webhook_url:
+        delivery = await latest_delivery(jobs.repository.session, job.id)
+        job.webhook = WebhookStatus.model_validate(delivery) if delivery else None
+    body = job.model_dump_json().encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     # If-None-Match compares weakly: W/"x" matches "x".

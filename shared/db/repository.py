@@ -10,15 +10,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import Job
+from shared.db.models import Job, WebhookDelivery
 from shared.errors import StaleAttempt
-from shared.jobs.states import JobStatus, can_transition
+from shared.jobs.states import JobStatus, can_transition, is_terminal
 
 Cursor = tuple[datetime, uuid.UUID]
 
@@ -93,6 +93,21 @@ class JobRepository:
         job = (await self.session.execute(query)).scalar_one_or_none()
         if job is None:
             raise StaleAttempt(f"job {job_id}: expected {expected} (attempt {attempt})")
+        if is_terminal(target) and job.webhook_url:
+            # In the same transaction as the end itself: the notification cannot be lost.
+            now = datetime.now(UTC)
+            self.session.add(
+                WebhookDelivery(
+                    id=uuid.uuid4(),
+                    job_id=job.id,
+                    url=job.webhook_url,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+            await self.session.flush()
         return job
 
     async def claim(self, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Job:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.models import Job
+from shared.db.models import Job, WebhookDelivery
 from shared.jobs.states import JobStatus
 from shared.keys import DISPATCH_LOCK_ID
 
@@ -90,6 +90,27 @@ class Scheduling:
             .with_for_update(skip_locked=True)
         )
         return [(row[0], row[1]) for row in (await self.session.execute(query)).all()]
+
+    async def take_due_deliveries(
+        self, now: datetime, lease: float, limit: int
+    ) -> Sequence[uuid.UUID]:
+        """Webhook deliveries due for an attempt; each is leased for `lease` seconds, after which
+        it is handed out again if its attempt was never recorded."""
+        due = (
+            select(WebhookDelivery.id)
+            .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(WebhookDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        query = (
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(due))
+            .values(next_attempt_at=now + timedelta(seconds=lease))
+            .returning(WebhookDelivery.id)
+        )
+        return (await self.session.execute(query)).scalars().all()
 
     async def undispatch(self, job_ids: Sequence[uuid.UUID]) -> None:
         """Hand jobs back to the dispatcher after a failed publish."""

@@ -38,6 +38,7 @@ WORKER_LOST = "the attempt's worker stopped renewing its lease (it died or hung)
 class Tick:
     handed: list[Job] = field(default_factory=list)
     rescued: list[Job] = field(default_factory=list)
+    webhooks: list[uuid.UUID] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -51,6 +52,7 @@ class Dispatcher:
         interval: float,
         batch: int,
         claim_timeout: float,
+        webhook_lease: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.publisher = publisher
@@ -59,6 +61,7 @@ class Dispatcher:
         self.interval = interval
         self.batch = batch
         self.claim_timeout = claim_timeout
+        self.webhook_lease = webhook_lease
 
     async def hand_over(self, jobs: Sequence[Job]) -> None:
         """Send committed jobs to their executors; any that cannot be sent go back to wait."""
@@ -87,6 +90,9 @@ class Dispatcher:
                 return work
             work.handed.extend(await scheduling.take_due(now, self.batch))
             work.handed.extend(await scheduling.take_unclaimed(now, self.claim_timeout, self.batch))
+            work.webhooks.extend(
+                await scheduling.take_due_deliveries(now, self.webhook_lease, self.batch)
+            )
             repository = JobRepository(session)
             for job_id, attempt in await scheduling.expired_leases(now, self.batch):
                 try:
@@ -99,6 +105,11 @@ class Dispatcher:
                 await self.events.publish(job.owner, JobEvent.of(job, "status"))
         if work.handed:
             await self.hand_over(work.handed)
+        for delivery_id in work.webhooks:
+            try:
+                await asyncio.to_thread(self.publisher.send_webhook, delivery_id)
+            except Exception as exc:  # its lease runs out and it is handed out again
+                log.warning("could not publish webhook delivery %s (%s)", delivery_id, exc)
         return work
 
     @staticmethod
@@ -114,7 +125,7 @@ class Dispatcher:
         while True:
             try:
                 work = await self.tick()
-                busy = len(work.handed) + len(work.rescued) >= self.batch
+                busy = max(len(work.handed), len(work.rescued), len(work.webhooks)) >= self.batch
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

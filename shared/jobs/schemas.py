@@ -74,6 +74,18 @@ class JobErrorInfo(BaseModel):
     message: str
 
 
+class WebhookStatus(BaseModel):
+    """The latest notification of the job's end to its webhook_url."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    state: str = Field(description="pending, delivered or failed")
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -96,6 +108,9 @@ class JobOut(BaseModel):
     finished_at: datetime | None
     cancel_requested: bool
     webhook_url: str | None
+    webhook: WebhookStatus | None = Field(
+        default=None, description="Delivery of the end-of-job webhook (on GET /jobs/{id})."
+    )
 
 
 class JobPage(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
 from api.main import create_app
 from shared.settings import Settings
@@ -66,3 +67,24 @@ async def test_cors_preflight_from_an_allowed_origin(settings: Settings) -> None
     assert allowed.headers["access-control-allow-origin"] == "https://dash.example"
     assert "idempotency-key" in allowed.headers["access-control-allow-headers"].lower()
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest",
+    ],
+)
+async def test_webhooks_to_internal_addresses_are_refused_by_default(
+    client: httpx.AsyncClient, token: str, url: str
+) -> None:
+    response = await client.post(
+        "/jobs",
+        json={"kind": "echo", "params": {"message": "x"}, "webhook_url": url},
+        headers=auth(token),
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "webhook_url"]
