@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from api.connections import StreamCounter
 from api.hub import Hub
 from api.ratelimit import RateLimiter
 from api.snapshots import JobReader
@@ -41,6 +42,7 @@ class Services:
     hub: Hub
     reader: JobReader
     ratelimiter: RateLimiter
+    streams: StreamCounter
 
 
 def get_services(request: Request) -> Services:

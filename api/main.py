@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from api import redaction
+from api.connections import StreamCounter
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.hub import Hub
@@ -73,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub=hub,
         reader=JobReader(sessions),
         ratelimiter=RateLimiter(redis, settings.redis_url, settings.rate_limit),
+        streams=StreamCounter(redis, settings.ws_max_per_subject),
     )
     hub.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
@@ -137,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "ETag",
                 "Retry-After",
                 "Idempotent-Replayed",
+                "RateLimit",
+                "RateLimit-Policy",
             ],
             max_age=600,
         )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
@@ -14,9 +16,11 @@ from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketState
 
+from api.connections import TTL as STREAM_TTL
+from api.connections import StreamCounter
 from api.deps import CurrentPrincipal, Services, ServicesDep
 from api.follower import Follower
-from api.hub import TooManyConnections, Wire
+from api.hub import Subscription, TooManyConnections, Wire
 from shared.db.engine import is_transient
 from shared.errors import InvalidToken, NotFound, TooManyRequests
 from shared.jobs.service import Principal
@@ -78,8 +82,40 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
             await asyncio.wait_for(websocket.close(code, reason=reason), 2)
 
 
+@dataclass
+class Slot:
+    """An open event stream: its hub subscription, and its place in the subject's cap."""
+
+    subscription: Subscription
+    counter: StreamCounter
+    subject: str
+    stream_id: str
+    refreshed: float = field(default_factory=time.monotonic)
+
+    async def keep_alive(self) -> None:
+        """Show the stream is still open, so other API processes keep counting it."""
+        if time.monotonic() - self.refreshed > STREAM_TTL / 3:
+            self.refreshed = time.monotonic()
+            await self.counter.refresh(self.subject, self.stream_id)
+
+
+@contextlib.asynccontextmanager
+async def _slot(
+    services: Services, principal: Principal, job_id: uuid.UUID | None
+) -> AsyncIterator[Slot]:
+    """Raises TooManyConnections when the subject has all its streams open, on any process."""
+    stream_id = await services.streams.acquire(principal.subject)
+    if stream_id is None:
+        raise TooManyConnections(principal.subject)
+    try:
+        with services.hub.subscribe(principal, job_id) as subscription:
+            yield Slot(subscription, services.streams, principal.subject, stream_id)
+    finally:
+        await services.streams.release(principal.subject, stream_id)
+
+
 async def _serve(
-    websocket: WebSocket, stream: AsyncIterator[Wire | None], lifetime: float
+    websocket: WebSocket, stream: AsyncIterator[Wire | None], lifetime: float, slot: Slot
 ) -> tuple[int, str]:
     """Pump events to the socket until the stream ends, the client leaves, or time is up."""
     services = _services(websocket)
@@ -87,6 +123,7 @@ async def _serve(
 
     async def pump() -> tuple[int, str]:
         async for event in stream:
+            await slot.keep_alive()
             if event is not None:
                 await _send(websocket, event, send_timeout)
         return CLOSE_NORMAL, "job finished"
@@ -139,8 +176,10 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
         await _close(websocket, CLOSE_POLICY, "after must be a seq (0 or more)")
         return
     try:
-        with services.hub.subscribe(principal, job_uuid) as subscription:
-            follower = Follower(services.reader, services.events, principal, job_uuid, subscription)
+        async with _slot(services, principal, job_uuid) as slot:
+            follower = Follower(
+                services.reader, services.events, principal, job_uuid, slot.subscription
+            )
             try:
                 await follower.load()
             except NotFound:
@@ -150,7 +189,7 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
                 await _close(websocket, *_closing_for(exc))
                 return
             stream = follower.events(resume, settings.ws_idle_check)
-            code, reason = await _serve(websocket, stream, settings.ws_max_lifetime)
+            code, reason = await _serve(websocket, stream, settings.ws_max_lifetime, slot)
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
     await _close(websocket, code, reason)
@@ -165,7 +204,7 @@ async def watch_all(websocket: WebSocket) -> None:
         return
     settings = services.settings
 
-    async def stream() -> AsyncIterator[Wire | None]:
+    async def stream(subscription: Subscription) -> AsyncIterator[Wire | None]:
         while True:
             item = await subscription.next(settings.ws_idle_check)
             if isinstance(item, Wire) or item is None:
@@ -175,8 +214,9 @@ async def watch_all(websocket: WebSocket) -> None:
                 raise _Missed()
 
     try:
-        with services.hub.subscribe(principal, None) as subscription:
-            code, reason = await _serve(websocket, stream(), settings.ws_max_lifetime)
+        async with _slot(services, principal, None) as slot:
+            stream_of = stream(slot.subscription)
+            code, reason = await _serve(websocket, stream_of, settings.ws_max_lifetime, slot)
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
     await _close(websocket, code, reason)
@@ -200,21 +240,22 @@ async def job_events(
 ) -> StreamingResponse:
     """The job's events as Server-Sent Events (`id:` is the seq); ends after the terminal one."""
     resume = last_event_id if last_event_id is not None else after
-    cleanup = contextlib.ExitStack()
+    cleanup = contextlib.AsyncExitStack()
     try:
-        subscription = cleanup.enter_context(services.hub.subscribe(principal, job_id))
-        follower = Follower(services.reader, services.events, principal, job_id, subscription)
+        slot = await cleanup.enter_async_context(_slot(services, principal, job_id))
+        follower = Follower(services.reader, services.events, principal, job_id, slot.subscription)
         await follower.load()
     except TooManyConnections:
-        cleanup.close()
+        await cleanup.aclose()
         raise TooManyRequests("too many connections for this subject") from None
     except BaseException:
-        cleanup.close()
+        await cleanup.aclose()
         raise
 
     async def body() -> AsyncIterator[str]:
-        with cleanup:
+        async with cleanup:
             async for event in follower.events(resume, services.settings.ws_idle_check):
+                await slot.keep_alive()
                 if event is None:
                     yield ": keep-alive\n\n"
                 else:

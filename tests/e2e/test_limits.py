@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from cli.servers import free_port
 from shared.settings import Settings
 from tests.conftest import Servers
-from tests.e2e.processes import start_api
+from tests.e2e.processes import Managed, start_api
 
 pytestmark = pytest.mark.e2e
 
@@ -32,3 +36,37 @@ def test_a_subject_gets_one_limit_across_two_api_processes(two_apis: list[str], 
                 client.get("/jobs", headers={"Authorization": f"Bearer {token}"}).status_code
             )
     assert codes == [200] * 10 + [429] * 2
+
+
+@pytest.fixture
+def two_capped_apis(
+    settings: Settings, servers: Servers, worker_process: Managed
+) -> Iterator[list[str]]:
+    capped = settings.model_copy(update={"ws_max_per_subject": 2})
+    apis = [start_api(capped, free_port(), servers.tmp / "logs") for _ in range(2)]
+    yield [f"http://127.0.0.1:{api.command[api.command.index('--port') + 1]}" for api in apis]
+    for api in apis:
+        api.stop()
+
+
+async def test_the_stream_cap_holds_across_api_processes(
+    two_capped_apis: list[str], token: str
+) -> None:
+    first, second = two_capped_apis
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=first, headers=headers) as client:
+        job = (await client.post("/jobs", json={"kind": "sleep", "params": {"seconds": 3}})).json()
+    url = f"/ws/jobs/{job['id']}"
+    async with (
+        connect(first.replace("http", "ws") + url, additional_headers=headers) as one,
+        connect(first.replace("http", "ws") + url, additional_headers=headers) as two,
+    ):
+        await one.recv()
+        await two.recv()
+        async with connect(second.replace("http", "ws") + url, additional_headers=headers) as three:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(three.recv(), 5)
+            assert three.close_code == 4429
+    # Closed streams stop counting: the other process takes a new one at once.
+    async with connect(second.replace("http", "ws") + url, additional_headers=headers) as again:
+        assert json.loads(await asyncio.wait_for(again.recv(), 5))["type"] == "snapshot"
