@@ -4,6 +4,7 @@ child restarted, Ctrl-C stopping everything."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def test_jobq_dev_runs_the_stack_restarts_a_dead_child_and_stops_cleanly(
     process, log, api = dev
     output = wait_for_output(log, "jobq dev is up", process, 90)
     assert "curl" in output and "Flower" in output
+    # Flower: on 127.0.0.1 only, behind the basic auth printed in the banner.
+    flower = re.search(r"Flower\s+(http://127\.0\.0\.1:\d+)\s+user (\S+)\s+password (\S+)", output)
+    assert flower is not None, output
+    flower_url, user, password = flower.groups()
+    for _ in range(50):
+        try:
+            refused = httpx.get(flower_url, timeout=5)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    assert refused.status_code == 401
+    assert httpx.get(flower_url, auth=(user, password), timeout=5).status_code == 200
     secret = (tmp_path / ".jobq" / "secret_key").read_text().strip()
     token = issue_token(Settings(secret_key=secret), "dev-user")
     headers = {"Authorization": f"Bearer {token}"}
