@@ -14,14 +14,11 @@ import contextlib
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import httpx
 from redis import Redis
 from sqlalchemy.engine import make_url
 
@@ -29,13 +26,12 @@ from cli.servers import EmbeddedPostgres, EmbeddedRedis, free_port
 from shared.db.migrate import upgrade
 from shared.settings import Settings
 from shared.tokens import issue_token
-from tests.e2e.processes import Managed, child_env, start_worker
+from tests.e2e.processes import Managed, start_api, start_worker
 
 LOCAL_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/13"
 SECRET = "bench-secret-" + "x" * 40
 SUBJECT = "bench"
-API_START_TIMEOUT = 30.0
 
 
 def answers(host: str, port: int) -> bool:
@@ -109,25 +105,8 @@ class Stack:
         return self
 
     def _start_api(self) -> Managed:
-        # tests.e2e.processes.start_api does not forward JOBQ_WS_MAX_PER_SUBJECT, so the
-        # command is built here with the same helpers.
         assert self.settings is not None
-        command = [
-            sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info",
-        ]  # fmt: skip
-        env = child_env(self.settings, JOBQ_WS_MAX_PER_SUBJECT=str(self.ws_max_per_subject))
-        api = Managed("api", command, env, self.log_dir / f"api-{self.port}.log").start()
-        deadline = time.monotonic() + API_START_TIMEOUT
-        while True:
-            api.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return api
-            if time.monotonic() > deadline:
-                api.stop()
-                raise TimeoutError(f"api did not start:\n{api.log()[-3000:]}")
-            time.sleep(0.1)
+        return start_api(self.settings, self.port, self.log_dir)
 
     def start_worker(self, name: str, progress_interval: float, concurrency: int = 2) -> Managed:
         assert self.settings is not None
