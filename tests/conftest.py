@@ -132,6 +132,16 @@ def own_broker(settings: Settings) -> Iterator[Settings]:
         client.flushdb()
 
 
+@pytest.fixture
+def own_database(servers: Servers) -> Iterator[str]:
+    """A migrated database of this test's own: no other test's dispatcher or worker sees it."""
+    name = f"jobq_own_{uuid.uuid4().hex[:10]}"
+    url = servers.create_database(name)
+    upgrade(url)
+    yield url
+    servers.drop_database(name)
+
+
 @pytest.fixture(scope="session")
 async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings)

@@ -37,17 +37,32 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
+async def sessions(settings: Settings, own_database: str) -> AsyncIterator[SessionFactory]:
+    """Each scenario runs on a database of its own, out of reach of every other test's
+    dispatchers and workers (this overrides the suite's shared one in this module)."""
+    engine = create_engine(settings.model_copy(update={"database_url": own_database}))
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
 async def stack(
     settings: Settings,
     servers: Servers,
     sessions: SessionFactory,
+    own_database: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     await install_transition_log(sessions)
     redis = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persist=False)
     redis_url = await asyncio.to_thread(redis.start)
     fast = settings.model_copy(
-        update={"redis_url": redis_url, "lease_seconds": 3.0, "claim_timeout": 2.0}
+        update={
+            "redis_url": redis_url,
+            "database_url": own_database,
+            "lease_seconds": 3.0,
+            "claim_timeout": 2.0,
+        }
     )
     built = Stack(fast, servers.tmp / "logs", redis=redis)
     try:
@@ -186,7 +201,7 @@ async def test_redis_killed_and_restarted_empty_during_a_burst(
 
 
 @pytest.fixture
-async def own_database(
+async def own_postgres(
     servers: Servers, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
     """A Postgres of this test's own, so it can be stopped and started again."""
@@ -202,9 +217,9 @@ async def own_database(
 
 
 async def test_postgres_stopped_for_five_seconds_under_load(
-    stack: Stack, own_database: tuple[EmbeddedPostgres, str]
+    stack: Stack, own_postgres: tuple[EmbeddedPostgres, str]
 ) -> None:
-    postgres, url = own_database
+    postgres, url = own_postgres
     stack.settings = stack.settings.model_copy(update={"database_url": url, "lease_seconds": 10.0})
     engine = create_engine(stack.settings)
     sessions = create_session_factory(engine)

@@ -58,8 +58,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def webhook_stack(own_broker: Settings, servers: Servers) -> Iterator[tuple[str, Settings]]:
-    allowed = own_broker.model_copy(update={"webhook_allow_private": True})
+def webhook_stack(
+    own_broker: Settings, own_database: str, servers: Servers
+) -> Iterator[tuple[str, Settings]]:
+    allowed = own_broker.model_copy(
+        update={"webhook_allow_private": True, "database_url": own_database}
+    )
     worker = start_worker(allowed, servers.tmp / "logs", name="webhooks")
     api = start_api(allowed, free_port(), servers.tmp / "logs")
     yield f"http://127.0.0.1:{api.command[api.command.index('--port') + 1]}", allowed
