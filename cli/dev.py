@@ -66,7 +66,12 @@ class DevRunner:
             upgrade(self.backing.database_url)
             if self.stopping.is_set():
                 return 0
-            self.supervisor = Supervisor(self._children(), STOP_ORDER, notify=self.say)
+            self.supervisor = Supervisor(
+                self._children(),
+                STOP_ORDER,
+                notify=self.say,
+                stop_timeout=self.settings.shutdown_grace + 5,
+            )
             self.supervisor.start()
             self._supervise(self.supervisor)
             return 0

@@ -131,6 +131,8 @@ class Supervisor:
     children: list[Child]
     stop_order: list[str]
     notify: Notify = print
+    # How long a child gets to stop after SIGTERM before SIGKILL: its jobs' shutdown grace.
+    stop_timeout: float = STOP_TIMEOUT
 
     def start(self) -> None:
         for child in self.children:
@@ -161,11 +163,11 @@ class Supervisor:
                 child.restart_at = None
                 continue
             self.notify(f"stopping {child.name} (pid {child.pid})")
-            code = child.stop()
+            code = child.stop(self.stop_timeout)
             if code in (0, -signal.SIGTERM):  # uvicorn re-raises the SIGTERM it handled
                 self.notify(f"{child.name} stopped")
             elif code == -signal.SIGKILL:
-                self.notify(f"{child.name} did not stop within {STOP_TIMEOUT:.0f}s: killed")
+                self.notify(f"{child.name} did not stop within {self.stop_timeout:.0f}s: killed")
             else:
                 self.notify(f"{child.name} stopped: {_describe(code)}")
 

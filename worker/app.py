@@ -16,7 +16,6 @@ celery.conf.worker_concurrency = settings.worker_concurrency
 # With REMAP_SIGTERM=SIGQUIT (as `jobq worker` runs it), SIGTERM lets running jobs finish for
 # this long; the worker then stops, and the leases of unfinished jobs hand them to others.
 celery.conf.worker_soft_shutdown_timeout = settings.shutdown_grace
-celery.conf.worker_enable_soft_shutdown_on_idle = True
 celery.conf.include = ["worker.tasks"]
 
 
