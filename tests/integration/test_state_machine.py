@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -28,7 +28,6 @@ from hypothesis.stateful import (
 )
 
 from shared.db.engine import create_engine, create_session_factory
-from shared.db.migrate import upgrade
 from shared.db.repository import JobRepository
 from shared.errors import Conflict, StaleAttempt
 from shared.jobs.dispatcher import Dispatcher
@@ -37,7 +36,6 @@ from shared.jobs.schemas import JobSubmission
 from shared.jobs.service import JobService, Principal
 from shared.jobs.states import JobStatus, is_terminal
 from shared.settings import Settings
-from tests.conftest import Servers
 
 T = TypeVar("T")
 MAX_ATTEMPTS = 3
@@ -196,19 +194,10 @@ def machine_for(database_url: str) -> type[RuleBasedStateMachine]:
     return JobMachine
 
 
-@pytest.fixture
-def quiet_database(servers: Servers) -> Iterator[str]:
-    """A database of its own: no running dispatcher or worker touches these jobs."""
-    name = f"jobq_machine_{uuid.uuid4().hex[:8]}"
-    url = servers.create_database(name)
-    upgrade(url)
-    yield url
-    servers.drop_database(name)
-
-
 @pytest.mark.timeout(300)
-def test_the_state_machine_holds_against_real_postgres(quiet_database: str) -> None:
-    run_state_machine_as_test(machine_for(quiet_database), settings=settings_for_machine())
+def test_the_state_machine_holds_against_real_postgres(own_database: str) -> None:
+    # A database of its own: no running dispatcher or worker touches these jobs.
+    run_state_machine_as_test(machine_for(own_database), settings=settings_for_machine())
 
 
 def settings_for_machine() -> Any:
