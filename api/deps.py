@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from api.connections import StreamCounter
 from api.hub import Hub
+from api.metrics import ProcessMetrics, SharedMetrics
 from api.ratelimit import RateLimiter
 from api.snapshots import JobReader
 from shared.db.engine import SessionFactory
@@ -43,6 +44,8 @@ class Services:
     reader: JobReader
     ratelimiter: RateLimiter
     streams: StreamCounter
+    process_metrics: ProcessMetrics
+    metrics: SharedMetrics
 
 
 def get_services(request: Request) -> Services:
@@ -79,11 +82,12 @@ async def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_job_service(session: SessionDep, services: ServicesDep) -> JobService:
+def get_job_service(request: Request, session: SessionDep, services: ServicesDep) -> JobService:
     return JobService(
         JobRepository(session),
         services.registry,
         max_active=services.settings.max_active_jobs_per_subject,
+        request_id=getattr(request.state, "request_id", None),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from redis.asyncio import Redis
 
 from api import redaction
@@ -18,10 +19,12 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.hub import Hub
 from api.limits import BodyLimitMiddleware
+from api.metrics import ProcessMetrics, SharedMetrics
 from api.middleware import RequestContextMiddleware
+from api.profiling import ProfilingMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
-from api.routes import health, jobs, kinds
+from api.routes import health, jobs, kinds, metrics
 from api.snapshots import JobReader
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
@@ -29,7 +32,9 @@ from shared.events import EventBus
 from shared.jobs.dispatcher import Dispatcher
 from shared.jobs.executor import LocalExecutor
 from shared.jobs.registry import load_registry
+from shared.jobs.retention import Pruner
 from shared.jobs.runner import Runner
+from shared.logs import configure_logging
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("jobq.api")
@@ -75,18 +80,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reader=JobReader(sessions),
         ratelimiter=RateLimiter(redis, settings.redis_url, settings.rate_limit),
         streams=StreamCounter(redis, settings.ws_max_per_subject),
+        process_metrics=app.state.process_metrics,
+        metrics=SharedMetrics(redis, sessions, celery, settings),
     )
     hub.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
+    # Every API process runs one; an advisory lock lets one at a time prune.
+    pruning = asyncio.create_task(
+        Pruner(sessions, registry, settings, redis).run_forever(), name="jobq-pruner"
+    )
     try:
         yield
     finally:
         # Each step is bounded: a dependency that hangs must not stop the process exiting.
         await _bounded("dispatcher", _cancel(dispatching))
+        await _bounded("pruner", _cancel(pruning))
         grace = settings.shutdown_grace
         await _bounded("quick jobs", local.drain(grace), grace + 2)
         await _bounded("events hub", hub.stop())
         await _bounded("redis", redis.aclose())
+        app.state.services.metrics.close()
         await asyncio.to_thread(celery.close)
         await _bounded("database", engine.dispose())
 
@@ -110,7 +123,11 @@ async def _bounded(
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
+    """The app. Called with no settings, it is the process's entry point (uvicorn's or
+    Gunicorn's factory): it loads the settings and configures logging."""
+    if settings is None:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.effective_log_format)
     app = FastAPI(
         title="jobq",
         version="0.1.0",
@@ -119,6 +136,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     redaction.install()
+    app.state.process_metrics = ProcessMetrics()
+    # Event streams (text/event-stream) are never compressed: each event must leave at once.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
@@ -144,11 +164,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             max_age=600,
         )
+    if settings.profiling:
+        app.add_middleware(ProfilingMiddleware, settings=settings)
     # Added last, so outermost: every response, refusals included, carries the request id.
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.process_metrics.http)
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(event_routes.router)
     app.include_router(kinds.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

@@ -1,4 +1,6 @@
-"""Request id and timing on every response, as a plain ASGI middleware."""
+"""Request id and timing on every response, and one log line per request, as a plain ASGI
+middleware. The request id is bound to the log context, so every line logged while the request
+is handled carries it (and is stored on the jobs it creates)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,14 @@ import re
 import time
 import uuid
 
+import structlog
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.metrics import HttpMetrics
+
 log = logging.getLogger("jobq.api")
+access = logging.getLogger("jobq.access")
 
 SECURITY_HEADERS = (
     ("X-Content-Type-Options", "nosniff"),
@@ -18,11 +24,14 @@ SECURITY_HEADERS = (
     ("Referrer-Policy", "no-referrer"),
 )
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes call these every few seconds: their lines are kept for DEBUG.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -33,11 +42,13 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         response_started = False
+        status = 0  # stays 0 if the client went away before any answer
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal response_started
+            nonlocal response_started, status
             if message["type"] == "http.response.start":
                 response_started = True
+                status = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
                 headers["X-Process-Time"] = f"{time.perf_counter() - started:.6f}"
@@ -45,10 +56,11 @@ class RequestContextMiddleware:
                     headers.setdefault(name, value)
             await send(message)
 
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_headers)
         except Exception:
-            # A bug, not the client's fault: log it, and still answer in the API's own shape.
+            # A bug, not the client's fault: log it, and still answer in the API's shape.
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if response_started:
                 raise
@@ -62,3 +74,32 @@ class RequestContextMiddleware:
             await send_with_headers(
                 {"type": "http.response.body", "body": b'{"detail":"internal server error"}'}
             )
+        finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.observe(scope, status, elapsed)
+            self._log(scope, status, elapsed)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    @staticmethod
+    def _log(scope: Scope, status: int, elapsed: float) -> None:
+        # The path only: a query string may carry a token.
+        path = scope.get("path", "")
+        level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+        if not access.isEnabledFor(level):
+            return
+        method = scope.get("method")
+        access.log(
+            level,
+            "%s %s %d",
+            method,
+            path,
+            status,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )

@@ -1,17 +1,13 @@
-"""Keeps tokens passed in query strings (`?token=`, for browsers' WebSockets) out of the logs."""
+"""Keeps tokens passed in query strings (`?token=`, for browsers' WebSockets) out of the server's
+logs, whatever handler writes them; jobq's own log formatter redacts every line as well."""
 
 from __future__ import annotations
 
 import logging
-import re
 
-QUERY_TOKEN = re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
-REDACTED = r"\1[redacted]"
+from shared.logs import redact
+
 SERVER_LOGGERS = ("uvicorn.error", "uvicorn.access", "gunicorn.error", "gunicorn.access")
-
-
-def redact(text: str) -> str:
-    return QUERY_TOKEN.sub(REDACTED, text)
 
 
 class RedactQueryTokens(logging.Filter):

@@ -73,6 +73,9 @@ class JobqClient:
         params = {key: value for key, value in query.items() if value is not None}
         return JobPage.model_validate(self._request("GET", "/jobs", params=params))
 
+    def retry(self, job_id: str) -> JobOut:
+        return JobOut.model_validate(self._request("POST", f"/jobs/{_job_id(job_id)}/retry"))
+
     def cancel(self, job_id: str) -> JobOut:
         return JobOut.model_validate(self._request("POST", f"/jobs/{_job_id(job_id)}/cancel"))
 

@@ -205,6 +205,21 @@ def cancel(job_id: JobId, url: Url = DEFAULT_URL, token: Token = "") -> None:
     console.print(f"{job.id}: {state}", highlight=False)
 
 
+@app.command()
+def retry(
+    job_id: JobId,
+    watch: Annotated[bool, typer.Option(help="Follow the new job until it ends.")] = False,
+    url: Url = DEFAULT_URL,
+    token: Token = "",
+) -> None:
+    """Run a finished job again: same kind and params, as a new job."""
+    with _client(url, token) as client:
+        job = client.retry(job_id)
+        console.print(f"{job.id}: {job.status.value} (retry of {job_id})", highlight=False)
+        if watch:
+            _follow(client, str(job.id))
+
+
 @app.command(name="watch")
 def watch_job(job_id: JobId, url: Url = DEFAULT_URL, token: Token = "") -> None:
     """Follow a job's progress until it finishes; exit 0 only if it succeeded."""

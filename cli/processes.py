@@ -24,6 +24,8 @@ def api_argv(settings: Settings) -> Argv:
         # On SIGTERM, running requests (quick jobs among them) get this long, then are
         # cancelled, and their jobs handed back.
         "--timeout-graceful-shutdown", f"{settings.shutdown_grace:g}",
+        # The API writes its own access line, with the request id and without query strings.
+        "--no-access-log",
     ]  # fmt: skip
 
 
@@ -50,8 +52,10 @@ def flower_argv(settings: Settings) -> Argv:
         sys.executable, "-m", "celery", "-A", "worker.app", "flower",
         f"--address={settings.flower_host}",
         f"--port={settings.flower_port}",
+        # Task and worker history survives a restart: saved every minute and at exit.
         "--persistent=True",
         f"--db={database}",
+        "--state_save_interval=60000",
     ]  # fmt: skip
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -21,7 +22,8 @@ from redis.exceptions import RedisError
 from shared.db.models import Job
 from shared.jobs.schemas import JobErrorInfo, Progress
 from shared.jobs.states import JobStatus, is_terminal
-from shared.keys import event_stream, events_channel, redis_db
+from shared.keys import JOB_METRICS, event_stream, events_channel, redis_db
+from shared.metrics import increments
 
 log = logging.getLogger("jobq.events")
 
@@ -72,16 +74,33 @@ class EventBus:
 
     async def publish(self, owner: str, *events: JobEvent) -> None:
         """Append to each job's stream and broadcast. Never raises: Postgres is the record."""
+        await self._send([(owner, event) for event in events])
+
+    async def moved(self, *jobs: Job, ran: bool = True) -> None:
+        """Announce committed status changes: each job's status event, and the job metrics
+        its transition implies (see shared.metrics), in one round trip. `ran`: the jobs left
+        the running state (False for jobs cancelled while queued)."""
+        await self._send([(job.owner, JobEvent.of(job, "status")) for job in jobs], jobs, ran)
+
+    async def _send(
+        self, events: list[tuple[str, JobEvent]], moved: Sequence[Job] = (), ran: bool = True
+    ) -> None:
         if not events:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for event in events:
+                for owner, event in events:
                     data = Envelope(owner=owner, event=event).model_dump_json()
                     key = event_stream(event.job_id)
                     pipe.xadd(key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
                     pipe.expire(key, self.retention)
                     pipe.publish(self.channel, data)
+                for job in moved:
+                    for name, amount in increments(job, ran=ran):
+                        if isinstance(amount, int):
+                            pipe.hincrby(JOB_METRICS, name, amount)
+                        else:
+                            pipe.hincrbyfloat(JOB_METRICS, name, amount)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("could not publish %d event(s): %s", len(events), exc)

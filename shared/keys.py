@@ -6,11 +6,19 @@ RUN_JOB_TASK = "jobq.run_job"
 DELIVER_WEBHOOK_TASK = "jobq.deliver_webhook"
 
 QUEUE_PREFIX = "jobq"
-# Listed in the order workers drain them.
-QUEUES: tuple[str, ...] = tuple(f"{QUEUE_PREFIX}.{p}" for p in ("high", "normal", "low"))
+# On Redis, one queue per priority, listed in the order workers drain them.
+PRIORITY_QUEUES: tuple[str, ...] = tuple(f"{QUEUE_PREFIX}.{p}" for p in ("high", "normal", "low"))
+# On RabbitMQ, one queue for every priority, ordered by each message's own priority: a
+# consumer of several queues takes from them in no set order. A name of its own, because
+# RabbitMQ refuses to declare an existing queue again with other arguments.
+PRIORITIZED_QUEUE = f"{QUEUE_PREFIX}.jobs"
+# Every queue a worker consumes, whichever the broker.
+QUEUES: tuple[str, ...] = (*PRIORITY_QUEUES, PRIORITIZED_QUEUE)
 
 # pg_try_advisory_xact_lock key held by whichever process is dispatching due jobs.
 DISPATCH_LOCK_ID = 0x6A6F6271_0001
+# pg_try_advisory_xact_lock key held by whichever process is pruning finished jobs.
+PRUNE_LOCK_ID = 0x6A6F6271_0002
 
 
 def queue_for(priority: Priority | str) -> str:
@@ -29,6 +37,13 @@ def events_channel(db: int) -> str:
 def event_stream(job_id: object) -> str:
     """The per-job Redis Stream that keeps a job's recent events for replay."""
     return f"jobq:job-events:{job_id}"
+
+
+# A hash of job counters and histogram buckets, written by whoever makes a job's transition
+# (API or worker) and read by every API's /metrics: the same figures from any process.
+JOB_METRICS = "jobq:metrics:jobs"
+# A sorted set of live workers: member = Celery node name, score = time of its last heartbeat.
+WORKERS = "jobq:workers"
 
 
 def redis_db(client: object) -> int:

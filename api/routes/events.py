@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
+from starlette.background import BackgroundTask
 from starlette.websockets import WebSocketState
 
 from api.connections import TTL as STREAM_TTL
@@ -101,16 +102,19 @@ class Slot:
 
 @contextlib.asynccontextmanager
 async def _slot(
-    services: Services, principal: Principal, job_id: uuid.UUID | None
+    services: Services, principal: Principal, job_id: uuid.UUID | None, transport: str
 ) -> AsyncIterator[Slot]:
     """Raises TooManyConnections when the subject has all its streams open, on any process."""
     stream_id = await services.streams.acquire(principal.subject)
     if stream_id is None:
         raise TooManyConnections(principal.subject)
+    gauge = services.process_metrics.streams.labels(transport)
+    gauge.inc()
     try:
         with services.hub.subscribe(principal, job_id) as subscription:
             yield Slot(subscription, services.streams, principal.subject, stream_id)
     finally:
+        gauge.dec()
         await services.streams.release(principal.subject, stream_id)
 
 
@@ -176,7 +180,7 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
         await _close(websocket, CLOSE_POLICY, "after must be a seq (0 or more)")
         return
     try:
-        async with _slot(services, principal, job_uuid) as slot:
+        async with _slot(services, principal, job_uuid, "websocket") as slot:
             follower = Follower(
                 services.reader, services.events, principal, job_uuid, slot.subscription
             )
@@ -214,7 +218,7 @@ async def watch_all(websocket: WebSocket) -> None:
                 raise _Missed()
 
     try:
-        async with _slot(services, principal, None) as slot:
+        async with _slot(services, principal, None, "websocket") as slot:
             stream_of = stream(slot.subscription)
             code, reason = await _serve(websocket, stream_of, settings.ws_max_lifetime, slot)
     except TooManyConnections:
@@ -242,7 +246,7 @@ async def job_events(
     resume = last_event_id if last_event_id is not None else after
     cleanup = contextlib.AsyncExitStack()
     try:
-        slot = await cleanup.enter_async_context(_slot(services, principal, job_id))
+        slot = await cleanup.enter_async_context(_slot(services, principal, job_id, "sse"))
         follower = Follower(services.reader, services.events, principal, job_id, slot.subscription)
         await follower.load()
     except TooManyConnections:
@@ -266,4 +270,7 @@ async def job_events(
         body(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # Also when the client left before the body started (then `body` never runs); closing
+        # twice is harmless.
+        background=BackgroundTask(cleanup.aclose),
     )

@@ -13,7 +13,6 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response
 from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
 from shared.db.models import Job
 from shared.errors import InvalidSubmission, Unavailable
-from shared.events import JobEvent
 from shared.jobs.schemas import JobOut, JobPage, JobSubmission, WebhookStatus
 from shared.jobs.states import JobStatus, Lane
 from shared.webhooks import RefusedTarget, check_target, latest_delivery
@@ -70,7 +69,7 @@ class Launch:
         await self.session.commit()
         if "after-commit" in self.services.settings.failpoints:
             os._exit(70)  # a crash between commit and dispatch, for the fault tests
-        await self.services.events.publish(job.owner, JobEvent.of(job, "status"))
+        await self.services.events.moved(job)
         if job.dispatched_at is not None:
             if job.lane == Lane.QUICK:
                 self.background.add_task(self.services.local.run, job.id)
@@ -180,7 +179,7 @@ async def cancel_job(
     job = await jobs.cancel(principal, job_id)
     await session.commit()
     if job.status == JobStatus.CANCELLED:
-        await services.events.publish(job.owner, JobEvent.of(job, "status"))
+        await services.events.moved(job, ran=False)
     return JobOut.model_validate(job)
 
 

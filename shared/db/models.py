@@ -58,6 +58,8 @@ class Job(Base):
     dispatches: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # A running attempt renews this while it lives; past it, the attempt is presumed dead.
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The X-Request-ID of the request that created the job, so its log lines can be found.
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         CheckConstraint(
@@ -82,6 +84,11 @@ class Job(Base):
             "ix_jobs_lease",
             "lease_expires_at",
             postgresql_where=text("status = 'running'"),
+        ),
+        Index(
+            "ix_jobs_finished",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
         ),
         Index(
             "ix_jobs_due",

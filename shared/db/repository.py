@@ -178,7 +178,8 @@ class JobRepository:
                 JobStatus.RUNNING,
                 JobStatus.CANCELLED,
                 attempt=attempt,
-                finished_at=run_at,
+                # It ends now, not at the back-off time it would have been retried at.
+                finished_at=datetime.now(UTC),
                 error=cancelled,
                 **values,
             )

@@ -24,7 +24,7 @@ from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.db.scheduling import Scheduling
 from shared.errors import StaleAttempt
-from shared.events import EventBus, JobEvent
+from shared.events import EventBus
 from shared.jobs.executor import LocalExecutor
 from shared.jobs.service import utcnow
 from shared.jobs.states import ErrorType, JobStatus, Lane
@@ -102,7 +102,7 @@ class Dispatcher:
         for job in work.rescued:
             log.warning("job %s attempt %d lost its worker: %s", job.id, job.attempts, job.status)
             if self.events is not None:
-                await self.events.publish(job.owner, JobEvent.of(job, "status"))
+                await self.events.moved(job)
         if work.handed:
             await self.hand_over(work.handed)
         for delivery_id in work.webhooks:

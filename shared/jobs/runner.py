@@ -24,13 +24,14 @@ from shared.db.engine import SessionFactory, is_transient
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import StaleAttempt
-from shared.events import EventBus, JobEvent
+from shared.events import EventBus
 from shared.jobs.context import JobContext
 from shared.jobs.outcome import Decision, Outcome, decide, error
 from shared.jobs.pulse import Heart, LostOwnership
 from shared.jobs.registry import AnyKind, Registry
 from shared.jobs.service import utcnow
 from shared.jobs.states import ErrorType, JobStatus
+from shared.logs import bound
 from shared.settings import Settings
 
 log = logging.getLogger("jobq.runner")
@@ -65,13 +66,19 @@ class Runner:
         self.events = events
 
     async def run(self, job_id: uuid.UUID) -> RunReport:
-        lease = timedelta(seconds=self.settings.lease_seconds)
-        try:
-            job = await self._move(lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease))
-        except StaleAttempt:
-            log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
-            return RunReport(job_id, Outcome.SKIPPED)
+        with bound(job_id=str(job_id)):
+            lease = timedelta(seconds=self.settings.lease_seconds)
+            try:
+                job = await self._move(lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease))
+            except StaleAttempt:
+                log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
+                return RunReport(job_id, Outcome.SKIPPED)
+            # Every line logged for this attempt (the handler's too) names it and its request.
+            with bound(kind=job.kind, attempt=job.attempts, request_id=job.request_id):
+                log.info("job %s attempt %d started", job.id, job.attempts)
+                return await self._attempt(job)
 
+    async def _attempt(self, job: Job) -> RunReport:
         kind = self.registry.get(job.kind)
         if kind is None:
             return await self._fail(job, f"unknown job kind {job.kind!r} in this process")
@@ -201,7 +208,7 @@ class Runner:
         """A status change: written (see `_write`), then announced to watchers."""
         job = await self._write(operation)
         if self.events is not None:
-            await self.events.publish(job.owner, JobEvent.of(job, "status"))
+            await self.events.moved(job)
         return job
 
     async def _write(self, operation: Callable[[JobRepository], Awaitable[T]]) -> T:

@@ -136,6 +136,9 @@ class Status(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, str]
+    # Celery workers with a recent heartbeat (None if Redis could not tell). Informative:
+    # an API without workers still serves, and queues heavy jobs until one comes back.
+    workers_alive: int | None = None
 
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)

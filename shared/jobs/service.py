@@ -64,11 +64,18 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> li
 
 class JobService:
     def __init__(
-        self, repository: JobRepository, registry: Registry, *, max_active: int | None = None
+        self,
+        repository: JobRepository,
+        registry: Registry,
+        *,
+        max_active: int | None = None,
+        request_id: str | None = None,
     ) -> None:
         self.repository = repository
         self.registry = registry
         self.max_active = max_active
+        # Stored on the jobs this service creates, so their log lines name the request.
+        self.request_id = request_id
 
     async def submit(
         self,
@@ -154,6 +161,7 @@ class JobService:
             # dispatcher sends it when due.
             dispatched_at=now if run_at <= now else None,
             dispatches=1 if run_at <= now else 0,
+            request_id=self.request_id,
         )
         return await self.repository.add(job)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class JobKind(Generic[P, R]):
     default_timeout: float = 300.0
     max_timeout: float = 3600.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Seconds a finished job of this kind is kept before it is pruned; None: JOBQ_RESULT_TTL.
+    result_ttl: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace(".", "").isalnum():
@@ -58,3 +61,5 @@ class JobKind(Generic[P, R]):
             raise ValueError(f"{self.name}: need 0 < default_timeout <= max_timeout")
         if self.retry.max_attempts < 1:
             raise ValueError(f"{self.name}: max_attempts must be at least 1")
+        if self.result_ttl is not None and not 0 < self.result_ttl < math.inf:
+            raise ValueError(f"{self.name}: result_ttl must be a positive number of seconds")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from shared.keys import QUEUES
 from shared.settings import Settings
 
 
@@ -113,7 +114,7 @@ def start_worker(
     command = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker",
         "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
-        "-Q", "jobq.high,jobq.normal,jobq.low", "-n", f"{name}@%h", "--without-mingle",
+        "-Q", ",".join(QUEUES), "-n", f"{name}@%h", "--without-mingle",
         "--without-gossip",
     ]  # fmt: skip
     env = child_env(settings, REMAP_SIGTERM="SIGQUIT")  # as `jobq worker` runs it

@@ -50,6 +50,19 @@ def test_watch_and_status_of_a_submitted_job(base_url: str, token: str) -> None:
     assert job_id[:8] in listed.stdout
 
 
+def test_retry_runs_a_finished_job_again(base_url: str, token: str) -> None:
+    submitted = jobq(base_url, token, "submit", "echo", "message=again")
+    original = submitted.stdout.strip()
+    assert jobq(base_url, token, "watch", original).returncode == 0
+    retried = jobq(base_url, token, "retry", original, "--watch")
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    new_id = retried.stdout.split(":", 1)[0].strip()
+    assert new_id != original
+    again = json.loads(jobq(base_url, token, "status", new_id).stdout)
+    assert again["status"] == "succeeded"
+    assert again["result"] == {"message": "again"}
+
+
 def test_bad_params_exit_2_with_the_field_named(base_url: str, token: str) -> None:
     done = jobq(base_url, token, "submit", "sleep", "seconds=-1")
     assert done.returncode == 2

@@ -1,7 +1,9 @@
 """Nothing lost: processes killed mid-run, crashes between commit and dispatch.
 
 Each scenario runs on a stack of its own (its own Redis, API and worker processes) with short
-leases, is bounded in time, and ends with the invariant check of tests/e2e/stack.py.
+leases, is bounded in time, and ends with the invariant check of tests/e2e/stack.py. The
+scenarios about workers run on each broker: with RabbitMQ, a dead worker's unacknowledged
+messages come back at once, while the job's lease has not yet run out.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from cli.servers import EmbeddedPostgres, EmbeddedRedis
 from shared.db.engine import SessionFactory, create_engine, create_session_factory
 from shared.db.migrate import upgrade
 from shared.settings import Settings
-from tests.conftest import Servers
+from tests.conftest import Servers, on_each_broker
 from tests.e2e.processes import Managed
 from tests.e2e.stack import (
     Stack,
@@ -51,6 +53,7 @@ async def stack(
     servers: Servers,
     sessions: SessionFactory,
     own_database: str,
+    own_broker_url: str | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
     await install_transition_log(sessions)
@@ -59,6 +62,7 @@ async def stack(
     fast = settings.model_copy(
         update={
             "redis_url": redis_url,
+            "broker_url": own_broker_url,
             "database_url": own_database,
             "lease_seconds": 3.0,
             "claim_timeout": 2.0,
@@ -71,6 +75,7 @@ async def stack(
         await asyncio.to_thread(built.stop)
 
 
+@on_each_broker
 async def test_worker_child_then_whole_worker_killed_mid_job(
     stack: Stack, sessions: SessionFactory
 ) -> None:
@@ -255,6 +260,7 @@ def _terminate(process: Managed) -> None:
     process.process.send_signal(signal.SIGTERM)
 
 
+@on_each_broker
 async def test_sigterm_lets_a_worker_finish_short_jobs_and_leaves_long_ones_to_others(
     stack: Stack, sessions: SessionFactory
 ) -> None:

@@ -1,4 +1,5 @@
-"""Every built-in kind from submit to result, through real uvicorn and a real Celery worker."""
+"""Every built-in kind from submit to result, through real uvicorn and a real Celery worker,
+on each broker (Redis, and RabbitMQ when JOBQ_TEST_BROKER_URL is set)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import pytest
 
 from shared.settings import Settings
 from shared.tokens import issue_token
-from tests.e2e.processes import Managed
+from tests.conftest import on_each_broker
+from tests.e2e.conftest import Running
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_broker]
+
+
+@pytest.fixture
+def base_url(running: Running) -> str:
+    return running.base_url
 
 
 def submit(http: httpx.Client, kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -101,7 +108,7 @@ def test_cancel_running_job_stops_it(http: httpx.Client) -> None:
 
 
 def test_handler_that_ignores_cancel_is_stopped_after_grace(
-    http: httpx.Client, worker_process: Managed
+    http: httpx.Client, running: Running
 ) -> None:
     job = submit(http, "stubborn", {"seconds": 60})
     wait_for(http, job["id"], "running")
@@ -109,7 +116,7 @@ def test_handler_that_ignores_cancel_is_stopped_after_grace(
     done = wait_for(http, job["id"], "cancelled", "succeeded", "failed", timeout=8)
     assert done["status"] == "cancelled"
     # The worker recycled the child holding the handler, and still runs new jobs.
-    worker_process.wait_for_log(f"job {job['id']}: recycling this worker process", timeout=5)
+    running.worker.wait_for_log(f"job {job['id']}: recycling this worker process", timeout=5)
     after = submit(http, "sleep", {"seconds": 0.1, "steps": 1})
     assert wait_for(http, after["id"], "succeeded", "failed")["status"] == "succeeded"
 

@@ -1,4 +1,5 @@
-"""Workers drain the high queue before normal before low."""
+"""Workers take high-priority jobs before normal before low: on Redis from a queue per
+priority, drained in order; on RabbitMQ from one queue ordered by message priority."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from shared.jobs.registry import load_registry
 from shared.jobs.schemas import JobSubmission
 from shared.jobs.service import JobService, Principal
 from shared.settings import Settings
-from tests.conftest import Servers
+from tests.conftest import Servers, on_each_broker
 from tests.e2e.processes import start_worker
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, on_each_broker]
 
 
 async def _queue_jobs(settings: Settings, subject: str) -> dict[str, str]:

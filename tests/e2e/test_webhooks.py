@@ -1,4 +1,4 @@
-"""Signed webhooks on a job's end, retried until the receiver takes them."""
+"""Signed webhooks on a job's end, retried until the receiver takes them, on each broker."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 
 from cli.servers import free_port
 from shared.settings import Settings
-from tests.conftest import Servers
+from tests.conftest import Servers, on_each_broker
 from tests.e2e.processes import start_api, start_worker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120), on_each_broker]
 
 
 class Receiver(ThreadingHTTPServer):

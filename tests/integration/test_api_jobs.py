@@ -142,7 +142,10 @@ async def test_every_response_has_request_id_and_timing(client: httpx.AsyncClien
 async def test_ready_checks_database_and_redis(client: httpx.AsyncClient) -> None:
     response = await client.get("/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"] == {"database": "ok", "redis": "ok"}
+    assert isinstance(body["workers_alive"], int)  # counted in test_operations
 
 
 async def test_kinds_lists_builtins_with_schemas(client: httpx.AsyncClient, token: str) -> None:

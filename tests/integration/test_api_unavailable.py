@@ -26,6 +26,8 @@ async def broken_client(
     broken = {
         "database": {"database_url": f"postgresql+asyncpg://postgres@{dead}/jobq"},
         "redis": {"redis_url": f"redis://{dead}/0"},
+        # RabbitMQ as the broker, down; Redis (events) is up.
+        "amqp": {"broker_url": f"amqp://guest:guest@{dead}//"},
     }[request.param]
     # Its own dispatcher sleeps, so only a healthy process's dispatcher can send a job.
     app = create_app(settings.model_copy(update={**broken, "dispatch_interval": 3600}))
@@ -59,7 +61,7 @@ async def test_submit_with_database_down_is_503(
     assert (await broken_client.get("/jobs", headers=auth(token))).status_code == 503
 
 
-@pytest.mark.parametrize("broken_client", ["redis"], indirect=True)
+@pytest.mark.parametrize("broken_client", ["redis", "amqp"], indirect=True)
 async def test_submit_with_broker_down_is_sent_later_by_a_dispatcher(
     broken_client: httpx.AsyncClient, token: str, sessions: SessionFactory, app: FastAPI
 ) -> None:

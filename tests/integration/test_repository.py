@@ -99,10 +99,13 @@ async def test_a_job_whose_cancel_was_requested_is_not_requeued(
     async with sessions.begin() as session:
         repository = JobRepository(session)
         await repository.request_cancel(job.id)
+        retry_at = datetime.now(UTC) + timedelta(minutes=5)
         ended = await repository.requeue(
-            job.id, 1, run_at=datetime.now(UTC), error={"type": "error", "message": "x"}
+            job.id, 1, run_at=retry_at, error={"type": "error", "message": "x"}
         )
     assert ended.status == JobStatus.CANCELLED and ended.finished_at is not None
+    # It ended then, not at the retry time it never reached.
+    assert ended.finished_at <= datetime.now(UTC)
     assert await claim(sessions, job.id) is None
 
 

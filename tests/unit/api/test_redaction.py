@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from api.redaction import RedactQueryTokens, redact
+from api.redaction import RedactQueryTokens
+from shared.logs import redact
 
 
 @pytest.mark.parametrize(
