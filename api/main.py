@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio import Redis
 
 from api import redaction
@@ -24,7 +28,7 @@ from api.middleware import RequestContextMiddleware
 from api.profiling import ProfilingMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
-from api.routes import health, jobs, kinds, metrics
+from api.routes import health, jobs, kinds, metrics, stats
 from api.snapshots import JobReader
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
@@ -40,6 +44,9 @@ from shared.settings import Settings, load_settings
 log = logging.getLogger("jobq.api")
 
 SHUTDOWN_STEP = 5.0
+STATIC = Path(__file__).parent / "static"
+# A Host header fit to name in the dashboard's Content-Security-Policy.
+HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
 
 
 @contextlib.asynccontextmanager
@@ -174,4 +181,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(kinds.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(stats.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_api_route("/", dashboard, methods=["GET"], include_in_schema=False)
     return app
+
+
+async def dashboard(request: Request) -> FileResponse:
+    """The dashboard page; its scripts talk to this API only (HTTP and WebSocket)."""
+    return FileResponse(
+        STATIC / "index.html",
+        headers={
+            "Content-Security-Policy": _dashboard_policy(request.headers.get("host", "")),
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
+def _dashboard_policy(host: str) -> str:
+    # 'self' covers the page's own ws:/wss: in current browsers; older ones need them named.
+    sockets = f" ws://{host} wss://{host}" if HOST.match(host) else ""
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'{sockets}; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )

@@ -151,7 +151,7 @@ class SharedMetrics:
         self.sessions = sessions
         self.celery = celery
         self.settings = settings
-        self._cached: tuple[float, bytes] | None = None
+        self._cached: tuple[float, Snapshot] | None = None
         self._lock = asyncio.Lock()
         # The broker's client blocks: it gets a thread of its own, so a broker that hangs holds
         # up one thread here, never the pool that publishing and quick jobs use.
@@ -161,15 +161,18 @@ class SharedMetrics:
     def close(self) -> None:
         self._broker_thread.shutdown(wait=False, cancel_futures=True)
 
-    async def exposition(self) -> bytes:
-        async with self._lock:  # one scrape at a time reads the stores; the others reuse it
+    async def snapshot(self, max_age: float = SCRAPE_CACHE_SECONDS) -> Snapshot:
+        """The figures, read at most once per `max_age` by this process, however many ask."""
+        async with self._lock:  # one caller at a time reads the stores; the others reuse it
             now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > SCRAPE_CACHE_SECONDS:
-                snapshot = await self.read()
-                registry = CollectorRegistry(auto_describe=False)
-                registry.register(SnapshotCollector(snapshot))
-                self._cached = (now, generate_latest(registry))
+            if self._cached is None or now - self._cached[0] > max_age:
+                self._cached = (now, await self.read())
             return self._cached[1]
+
+    async def exposition(self) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(await self.snapshot()))
+        return generate_latest(registry)
 
     async def read(self) -> Snapshot:
         snapshot = Snapshot()

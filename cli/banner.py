@@ -26,6 +26,12 @@ class Banner:
     database: str
     redis: str
 
+    @property
+    def dashboard_url(self) -> str:
+        """Opens the dashboard signed in: the page takes the token from the fragment, which
+        browsers never send to the server, and then drops it from the address bar."""
+        return f"{self.api_url}/#token={self.token}"
+
     def lines(self) -> list[str]:
         token = shlex.quote(self.token)
         curl = (
@@ -35,6 +41,7 @@ class Banner:
         return [
             "",
             "[bold green]jobq dev is up[/]",
+            f"  Dashboard  {self.dashboard_url}",
             f"  API        {self.api_url}   (OpenAPI docs: {self.api_url}/docs)",
             f"  Flower     {self.flower_url}   user [bold]{escape(self.flower_user)}[/]  "
             f"password [bold]{escape(self.flower_password)}[/]",

@@ -247,5 +247,12 @@ class JobRepository:
         )
         return int(await self.session.scalar(query) or 0)
 
+    async def count_by_status(self, owner: str | None) -> dict[str, int]:
+        """Jobs by status: `owner`'s, or everyone's when owner is None."""
+        query = select(Job.status, func.count()).group_by(Job.status)
+        if owner is not None:
+            query = query.where(Job.owner == owner)
+        return {status: count for status, count in await self.session.execute(query)}
+
     async def ping(self) -> None:
         await self.session.execute(text("SELECT 1"))

@@ -141,6 +141,22 @@ class Readiness(BaseModel):
     workers_alive: int | None = None
 
 
+class Stats(BaseModel):
+    """The dashboard's summary: the caller's jobs by status, and the shared queue figures."""
+
+    jobs: dict[JobStatus, int] = Field(
+        description="Jobs by status, counting those the caller may see (admins: all)."
+    )
+    queue_depth: int | None = Field(
+        description="Messages waiting in the Celery queues; null if the broker did not answer."
+    )
+    queues: dict[str, int] = Field(description="Messages waiting in each Celery queue.")
+    workers_alive: int | None = Field(
+        description="Celery workers with a recent heartbeat; null if Redis did not answer."
+    )
+    flower_url: str = Field(description="Where Flower, the worker monitor, answers.")
+
+
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
