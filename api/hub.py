@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.aio import cancel_and_wait, pause
 from shared.events import Envelope, JobEvent
 from shared.jobs.service import Principal
 from shared.keys import events_channel, redis_db
@@ -111,9 +112,7 @@ class Hub:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     @contextlib.contextmanager
     def subscribe(self, principal: Principal, job_id: uuid.UUID | None) -> Iterator[Subscription]:
@@ -175,7 +174,7 @@ class Hub:
                 self.connected.clear()
                 with contextlib.suppress(Exception):
                     await redis.aclose()
-            await asyncio.sleep(delay)
+            await pause(delay)
             delay = min(delay * 2, 5.0)
 
     async def _listen(self, pubsub: object) -> None:

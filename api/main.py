@@ -30,6 +30,7 @@ from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds, metrics, stats
 from api.snapshots import JobReader
+from shared.aio import cancel_and_wait
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
 from shared.events import EventBus
@@ -100,8 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         # Each step is bounded: a dependency that hangs must not stop the process exiting.
-        await _bounded("dispatcher", _cancel(dispatching))
-        await _bounded("pruner", _cancel(pruning))
+        await _bounded("dispatcher", cancel_and_wait(dispatching))
+        await _bounded("pruner", cancel_and_wait(pruning))
         grace = settings.shutdown_grace
         await _bounded("quick jobs", local.drain(grace), grace + 2)
         await _bounded("events hub", hub.stop())
@@ -109,12 +110,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services.metrics.close()
         await asyncio.to_thread(celery.close)
         await _bounded("database", engine.dispose())
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def _bounded(

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from shared.aio import pause
 from shared.broker import Publisher
 from shared.db.engine import SessionFactory
 from shared.db.models import Job
@@ -132,4 +133,4 @@ class Dispatcher:
                 log.warning("dispatch failed: %s", exc)
                 busy = False
             if not busy:
-                await asyncio.sleep(self.interval)
+                await pause(self.interval)

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from shared.aio import pause
 from shared.db.engine import SessionFactory
 from shared.db.retention import Retention
 from shared.jobs.registry import Registry
@@ -160,4 +161,4 @@ class Pruner:
                 raise
             except Exception as exc:
                 log.warning("pruning failed: %s", exc)
-            await asyncio.sleep(self.settings.prune_interval)
+            await pause(self.settings.prune_interval)

@@ -138,7 +138,9 @@ async def test_cancel_running_sets_the_flag_the_attempt_reads(
         flagged = await JobRepository(session).request_cancel(job.id)
     assert flagged is not None and flagged.cancel_requested
     async with sessions.begin() as session:
-        pulse = await JobRepository(session).save_progress(job.id, 1, {"current": 2})
+        pulse = await JobRepository(session).save_progress(
+            job.id, 1, {"current": 2, "total": None, "percent": None, "message": None}
+        )
     assert pulse is not None and pulse.cancel_requested is True
 
 
