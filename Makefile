@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Reinstalls only when pyproject.toml changes.
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .DEFAULT_GOAL := run
-.PHONY: install run test lint
+.PHONY: install run test lint bench
 
 install: $(STAMP)
 
@@ -30,3 +31,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The benchmark suite (bench/suite.py); needs wrk (Debian: apt-get install wrk). ~20 minutes.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e ".[dev,bench]"
+	touch $(BENCH_STAMP)

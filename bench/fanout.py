@@ -17,7 +17,6 @@ import json
 import math
 import os
 import re
-import signal
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ import httpx
 from rich.console import Console
 
 from bench import probe, report
-from bench.stack import Stack
+from bench.stack import Stack, unwind_on_signals
 from bench.watchers import Client, ClientReport, Plan, latencies
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -279,15 +278,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_signal(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    # Started in the background, SIGINT may be ignored; either signal unwinds and cleans up.
-    signal.signal(signal.SIGINT, _stop_on_signal)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    unwind_on_signals()
     console = Console(width=max(Console().width, 200))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / "logs" / stamp

@@ -129,3 +129,51 @@ def cpu_over(pid: int, seconds: float) -> float:
     time.sleep(seconds)
     last = sample(process)
     return 100.0 * (last.cpu - first.cpu) / (last.at - first.at)
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and all its descendants (uvicorn --workers, Celery's pool)."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of the process and its living descendants."""
+    total = 0.0
+    for process in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of the process and its descendants, summed (bytes; shared pages count per process)."""
+    total = 0
+    for process in tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += int(process.memory_info().rss)
+    return total
+
+
+class TreePeak:
+    """The highest tree_rss of a process tree, sampled every `every` seconds until stopped."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="bench-rss", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> TreePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class Stack:
     log_dir: Path
     ws_max_per_subject: int = 5000
     embedded: bool | None = None  # None: local servers if they answer, else embedded
+    with_api: bool = True  # False: servers and database only; the caller starts what it needs
+    # Further settings for every process (e.g. rate_limit); see shared/settings.py.
+    overrides: dict[str, object] = field(default_factory=dict)
     settings: Settings | None = None
     api: Managed | None = None
     port: int = 0
@@ -99,9 +103,10 @@ class Stack:
             redis_url=redis_url,
             secret_key=SECRET,
             ws_max_per_subject=self.ws_max_per_subject,
-        )
-        self.port = free_port()
-        self.api = self._start_api()
+        ).model_copy(update=self.overrides)
+        if self.with_api:
+            self.port = free_port()
+            self.api = self._start_api()
         return self
 
     def _start_api(self) -> Managed:
@@ -155,3 +160,14 @@ class Stack:
         self._started.clear()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def unwind_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so a run cleans up however it is stopped
+    (started in the background, a process may ignore SIGINT otherwise)."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)

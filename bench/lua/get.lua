@@ -1,0 +1,3 @@
+-- GET the URL given to wrk.
+dofile(os.getenv("BENCH_LUA_DIR") .. "/report.lua")
+done = function(summary, latency, requests) report(summary, latency) end
