@@ -22,6 +22,7 @@ from shared.errors import InvalidToken
 from shared.events import EventBus
 from shared.jobs.dispatcher import Dispatcher
 from shared.jobs.executor import LocalExecutor
+from shared.jobs.intake import Intake
 from shared.jobs.registry import Registry
 from shared.jobs.service import JobService, Principal
 from shared.settings import Settings
@@ -39,6 +40,7 @@ class Services:
     redis: Redis
     local: LocalExecutor
     dispatcher: Dispatcher
+    intake: Intake
     events: EventBus
     hub: Hub
     reader: JobReader

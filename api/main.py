@@ -36,6 +36,7 @@ from shared.db.engine import create_engine, create_session_factory
 from shared.events import EventBus
 from shared.jobs.dispatcher import Dispatcher
 from shared.jobs.executor import LocalExecutor
+from shared.jobs.intake import Intake
 from shared.jobs.registry import load_registry
 from shared.jobs.retention import Pruner
 from shared.jobs.runner import Runner
@@ -75,6 +76,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         claim_timeout=settings.claim_timeout,
         webhook_lease=settings.webhook_timeout + 30,
     )
+    intake = Intake(
+        sessions,
+        events,
+        dispatcher.hand_over,
+        max_active=settings.max_active_jobs_per_subject,
+        failpoints=settings.failpoints,
+    )
     app.state.services = Services(
         settings=settings,
         engine=engine,
@@ -83,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis,
         local=local,
         dispatcher=dispatcher,
+        intake=intake,
         events=events,
         hub=hub,
         reader=JobReader(sessions),
@@ -92,6 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=SharedMetrics(redis, sessions, celery, settings),
     )
     hub.start()
+    intake.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
     # Every API process runs one; an advisory lock lets one at a time prune.
     pruning = asyncio.create_task(
@@ -101,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         # Each step is bounded: a dependency that hangs must not stop the process exiting.
+        await _bounded("submissions", intake.stop())
         await _bounded("dispatcher", cancel_and_wait(dispatching))
         await _bounded("pruner", cancel_and_wait(pruning))
         grace = settings.shutdown_grace

@@ -179,6 +179,8 @@ def submissions(stack: Stack, args: argparse.Namespace, results: Results, consol
                 {"BENCH_BODY": HEAVY_BODY, "BENCH_TOKEN": token},
             ),
         ]
+        if args.jobq_only:
+            variants = variants[2:]
         for name, start, script, env in variants:
             server, base = start()
             assert server.process is not None
@@ -515,6 +517,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1000, help="heavy lane jobs per run")
     parser.add_argument("--heavy-timeout", type=float, default=300.0)
     parser.add_argument("--quick-jobs", type=int, default=200, help="quick lane jobs per run")
+    parser.add_argument(
+        "--jobq-only", action="store_true", help="submissions: skip hello world and naive"
+    )
     parser.add_argument("--embedded", action="store_true", help="embedded servers even if local")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)

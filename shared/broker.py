@@ -10,8 +10,10 @@ several queues there takes from them in no set order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu.entity import Queue
@@ -26,6 +28,20 @@ from shared.keys import (
     queue_for,
 )
 from shared.settings import Settings
+
+log = logging.getLogger("jobq.dispatcher")
+
+
+class Sendable(Protocol):
+    """What a run-job message is made from (a Job row)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def priority(self) -> str: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+
 
 # RabbitMQ message priorities (higher first). The queue's maximum is fixed once it is
 # declared, so it leaves room between the levels.
@@ -94,7 +110,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=False,
         task_track_started=False,
         task_default_queue=queue_for("normal"),
         task_queues=queues,
@@ -123,13 +139,16 @@ class Publisher:
         # the API refuses heavy jobs (503) rather than accept what it cannot send.
         self.healthy = True
 
-    def send(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
+    def send(
+        self, job_id: uuid.UUID, priority: str, job_timeout: float, producer: Any = None
+    ) -> None:
         message = RunJobMessage(job_id=job_id)
         try:
             self.celery.send_task(
                 RUN_JOB_TASK,
                 kwargs=message.model_dump(mode="json"),
                 time_limit=job_timeout + self.grace + self.HARD_LIMIT_MARGIN,
+                producer=producer,
                 **self.route(priority),
             )
         except Exception:
@@ -170,3 +189,22 @@ class Publisher:
 
     async def publish(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
         await asyncio.to_thread(self.send, job_id, priority, job_timeout)
+
+    def send_many(self, jobs: Sequence[Sendable]) -> list[uuid.UUID]:
+        """Send several over one producer; returns the ids not sent. The first failure ends
+        the batch: the broker is down, and each further try would wait out its retries."""
+        sent = 0
+        try:
+            with self.celery.producer_or_acquire() as producer:
+                for job in jobs:
+                    self.send(job.id, job.priority, job.timeout_seconds, producer=producer)
+                    sent += 1
+        except Exception as exc:
+            self.healthy = False
+            log.warning("could not publish %d job(s) (%s); will retry", len(jobs) - sent, exc)
+            return [job.id for job in jobs[sent:]]
+        return []
+
+    async def publish_many(self, jobs: Sequence[Sendable]) -> list[uuid.UUID]:
+        """send_many in one thread hop."""
+        return await asyncio.to_thread(self.send_many, jobs)

@@ -8,12 +8,13 @@ import os
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Response, status
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response, status
 
-from api.deps import CurrentPrincipal, JobServiceDep, ServicesDep, SessionDep
+from api.deps import CurrentPrincipal, JobServiceDep, Services, ServicesDep, SessionDep
 from shared.db.models import Job
 from shared.errors import InvalidSubmission, Unavailable
 from shared.jobs.schemas import JobOut, JobPage, JobSubmission, WebhookStatus
+from shared.jobs.service import check_idempotency_key, prepare_job, request_hash
 from shared.jobs.states import JobStatus, Lane
 from shared.webhooks import RefusedTarget, check_target, latest_delivery
 
@@ -24,8 +25,28 @@ KIND_PATTERN = r"^[A-Za-z0-9_.]+$"
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such job, or not yours."}}
 
 
+def check_broker(services: Services, kind: str) -> None:
+    """Refuse a heavy job while the broker is known to be down: 503, not a 202 to hold."""
+    spec = services.registry.get(kind)
+    if spec is not None and spec.lane == Lane.HEAVY and not services.dispatcher.publisher.healthy:
+        raise Unavailable("the job queue is unreachable; try again shortly")
+
+
+async def check_webhook(services: Services, url: object) -> None:
+    """Refuse a webhook_url that points inside the network (unless allowed): 422."""
+    if url is None:
+        return
+    allow = services.settings.webhook_allow_private
+    try:
+        await asyncio.to_thread(check_target, str(url), allow_private=allow)
+    except RefusedTarget as exc:
+        raise InvalidSubmission(
+            [{"type": "value_error", "loc": ["body", "webhook_url"], "msg": str(exc)}]
+        ) from None
+
+
 class Launch:
-    """Commits a new job, announces it, and hands it to its executor if it is due.
+    """Commits a retried job, announces it, and hands it to its executor if it is due.
 
     Heavy jobs go to Celery only after the commit; quick ones run on BackgroundTasks once the
     response is sent; delayed ones wait for the dispatcher.
@@ -42,28 +63,6 @@ class Launch:
         self.services = services
         self.background = background
         self.response = response
-
-    def check_broker(self, kind: str) -> None:
-        """Refuse a heavy job while the broker is known to be down: 503, not a 202 to hold."""
-        spec = self.services.registry.get(kind)
-        if (
-            spec is not None
-            and spec.lane == Lane.HEAVY
-            and not self.services.dispatcher.publisher.healthy
-        ):
-            raise Unavailable("the job queue is unreachable; try again shortly")
-
-    async def check_webhook(self, url: object) -> None:
-        """Refuse a webhook_url that points inside the network (unless allowed): 422."""
-        if url is None:
-            return
-        allow = self.services.settings.webhook_allow_private
-        try:
-            await asyncio.to_thread(check_target, str(url), allow_private=allow)
-        except RefusedTarget as exc:
-            raise InvalidSubmission(
-                [{"type": "value_error", "loc": ["body", "webhook_url"], "msg": str(exc)}]
-            ) from None
 
     async def accepted(self, job: Job) -> JobOut:
         await self.session.commit()
@@ -94,8 +93,9 @@ LaunchDep = Annotated[Launch, Depends()]
 async def submit_job(
     body: JobSubmission,
     principal: CurrentPrincipal,
-    jobs: JobServiceDep,
-    launch: LaunchDep,
+    services: ServicesDep,
+    request: Request,
+    background: BackgroundTasks,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -107,16 +107,29 @@ async def submit_job(
     With an `Idempotency-Key` already used (by you, within 24 hours) for the same body, the
     original job comes back with 200 and `Idempotent-Replayed: true`; for another body, 422.
     """
-    launch.check_broker(body.kind)
-    await launch.check_webhook(body.webhook_url)
-    if idempotency_key is None:
-        return await launch.accepted(await jobs.submit(principal, body))
-    job, replayed = await jobs.submit_once(principal, body, idempotency_key)
+    check_broker(services, body.kind)
+    await check_webhook(services, body.webhook_url)
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+    job = prepare_job(
+        services.registry,
+        principal,
+        body,
+        request_id=getattr(request.state, "request_id", None),
+    )
+    # Committed with whatever other submissions arrive meanwhile (shared/jobs/intake.py).
+    job, replayed = await services.intake.submit(
+        job,
+        idempotency_key,
+        None if idempotency_key is None else request_hash(body),
+    )
+    response.headers["Location"] = f"/jobs/{job.id}"
     if not replayed:
-        return await launch.accepted(job)
+        if job.lane == Lane.QUICK and job.dispatched_at is not None:
+            background.add_task(services.local.run, job.id)
+        return JobOut.model_validate(job)
     response.status_code = status.HTTP_200_OK
     response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/jobs/{job.id}"
     return JobOut.model_validate(job)
 
 

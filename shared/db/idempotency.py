@@ -1,37 +1,53 @@
-"""Idempotency keys: claimed in the same transaction that inserts the job."""
+"""Idempotency keys: claimed in the same transaction that inserts the jobs they make."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import IdempotencyKey
 
 
+@dataclass(frozen=True)
+class Claim:
+    owner: str
+    key: str
+    request_hash: str
+    job_id: uuid.UUID
+
+
 class IdempotencyKeys:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def claim(
-        self,
-        owner: str,
-        key: str,
-        request_hash: str,
-        job_id: uuid.UUID,
-        now: datetime,
-        expired_before: datetime,
-    ) -> IdempotencyKey | None:
-        """Take the key for `job_id` and return None, or return the record that holds it.
+    async def claim_many(
+        self, claims: Sequence[Claim], now: datetime, expired_before: datetime
+    ) -> set[tuple[str, str]]:
+        """`claim` for many keys in one statement; returns the (owner, key) pairs taken.
 
-        A concurrent claimer of the same key waits on the primary key until the first one's
-        transaction ends, so the holder it then sees is committed. A key older than
-        `expired_before` is taken over as if it were new.
+        The keys must be distinct. Rows go in (owner, key) order, so two transactions that
+        claim overlapping keys lock them in the same order and cannot deadlock.
         """
+        if not claims:
+            return set()
+        ordered = sorted(claims, key=lambda claim: (claim.owner, claim.key))
         values = insert(IdempotencyKey).values(
-            owner=owner, key=key, request_hash=request_hash, job_id=job_id, created_at=now
+            [
+                {
+                    "owner": claim.owner,
+                    "key": claim.key,
+                    "request_hash": claim.request_hash,
+                    "job_id": claim.job_id,
+                    "created_at": now,
+                }
+                for claim in ordered
+            ]
         )
         statement = values.on_conflict_do_update(
             index_elements=[IdempotencyKey.owner, IdempotencyKey.key],
@@ -41,8 +57,35 @@ class IdempotencyKeys:
                 "created_at": values.excluded.created_at,
             },
             where=IdempotencyKey.created_at < expired_before,
-        ).returning(IdempotencyKey.job_id)
-        taken = (await self.session.execute(statement)).scalar_one_or_none()
-        if taken == job_id:
-            return None
-        return await self.session.get(IdempotencyKey, (owner, key), populate_existing=True)
+        ).returning(IdempotencyKey.owner, IdempotencyKey.key, IdempotencyKey.job_id)
+        wanted = {(claim.owner, claim.key): claim.job_id for claim in claims}
+        return {
+            (owner, key)
+            for owner, key, job_id in await self.session.execute(statement)
+            if wanted.get((owner, key)) == job_id
+        }
+
+    async def holders(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Claim]:
+        """The committed records that hold these (owner, key) pairs."""
+        if not pairs:
+            return {}
+        rows = await self.session.scalars(
+            select(IdempotencyKey).where(
+                tuple_(IdempotencyKey.owner, IdempotencyKey.key).in_(pairs)
+            )
+        )
+        return {
+            (row.owner, row.key): Claim(row.owner, row.key, row.request_hash, row.job_id)
+            for row in rows
+        }
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        """Give back keys claimed in this transaction for jobs that were then refused."""
+        if claims:
+            await self.session.execute(
+                delete(IdempotencyKey).where(
+                    tuple_(IdempotencyKey.owner, IdempotencyKey.key, IdempotencyKey.job_id).in_(
+                        [(claim.owner, claim.key, claim.job_id) for claim in claims]
+                    )
+                )
+            )

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import Integer, String, bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Job, WebhookDelivery
@@ -21,6 +22,18 @@ from shared.errors import StaleAttempt
 from shared.jobs.states import JobStatus, can_transition, is_terminal
 
 Cursor = tuple[datetime, uuid.UUID]
+
+# Each owner's active jobs, counted on the partial index ix_jobs_owner_active, up to :cap.
+ACTIVE_COUNTS = text(
+    """
+    SELECT o.owner,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM jobs
+                WHERE jobs.owner = o.owner AND jobs.status IN ('queued', 'running')
+                LIMIT :cap) AS capped)
+    FROM unnest(:owners) AS o(owner)
+    """
+).bindparams(bindparam("owners", type_=ARRAY(String)), bindparam("cap", type_=Integer))
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,19 @@ class JobRepository:
         self.session.add(job)
         await self.session.flush()
         return job
+
+    async def add_many(self, jobs: Sequence[Job]) -> None:
+        """Insert new jobs in one statement; the objects stay out of the session."""
+        if jobs:
+            columns = [column.key for column in Job.__table__.columns]
+            rows = [{name: getattr(job, name) for name in columns} for job in jobs]
+            await self.session.execute(insert(Job), rows)
+
+    async def get_many(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Job]:
+        if not job_ids:
+            return {}
+        found = await self.session.scalars(select(Job).where(Job.id.in_(job_ids)))
+        return {job.id: job for job in found}
 
     async def get(self, job_id: uuid.UUID, *, owner: str | None = None) -> Job | None:
         query = select(Job).where(Job.id == job_id)
@@ -246,6 +272,14 @@ class JobRepository:
             Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
         )
         return int(await self.session.scalar(query) or 0)
+
+    async def active_counts(self, owners: Sequence[str], cap: int) -> dict[str, int]:
+        """How many of each owner's jobs are queued or running, counting no further than `cap`
+        (a subject with a long queue costs no more than one at its limit)."""
+        if not owners:
+            return {}
+        rows = await self.session.execute(ACTIVE_COUNTS, {"owners": list(owners), "cap": cap})
+        return {owner: int(count) for owner, count in rows}
 
     async def count_by_status(self, owner: str | None) -> dict[str, int]:
         """Jobs by status: `owner`'s, or everyone's when owner is None."""

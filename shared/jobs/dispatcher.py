@@ -65,17 +65,15 @@ class Dispatcher:
         self.webhook_lease = webhook_lease
 
     async def hand_over(self, jobs: Sequence[Job]) -> None:
-        """Send committed jobs to their executors; any that cannot be sent go back to wait."""
-        failed = []
+        """Send committed jobs to their executors; any that cannot be sent go back to wait.
+        The heavy ones go to Celery together, in one thread hop over one producer."""
+        heavy = []
         for job in jobs:
             if job.lane == Lane.QUICK:
                 self.local.spawn(job.id)
-                continue
-            try:
-                await self.publisher.publish(job.id, job.priority, job.timeout_seconds)
-            except Exception as exc:
-                log.warning("could not publish job %s (%s); will retry", job.id, exc)
-                failed.append(job.id)
+            else:
+                heavy.append(job)
+        failed = await self.publisher.publish_many(heavy) if heavy else []
         if failed:
             async with self.sessions.begin() as session:
                 await Scheduling(session).undispatch(failed)

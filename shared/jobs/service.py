@@ -13,7 +13,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.db.idempotency import IdempotencyKeys
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import Conflict, InvalidSubmission, NotFound, StaleAttempt, TooManyRequests
@@ -51,6 +50,43 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def over_quota(active: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"{active} of your jobs are queued or running, the most allowed at once;"
+        " wait for some to finish",
+        headers={"Retry-After": "30"},
+    )
+
+
+def check_idempotency_key(key: str) -> None:
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidSubmission(
+            [
+                {
+                    "type": "string_pattern_mismatch",
+                    "loc": ["header", "idempotency-key"],
+                    "msg": "Idempotency-Key must be 1 to 255 printable ASCII characters",
+                }
+            ]
+        )
+
+
+def key_reused() -> InvalidSubmission:
+    return InvalidSubmission(
+        [
+            {
+                "type": "idempotency_key_reused",
+                "loc": ["header", "idempotency-key"],
+                "msg": "this Idempotency-Key was used with a different request body",
+            }
+        ]
+    )
+
+
+def original_gone() -> Conflict:
+    return Conflict("the job this Idempotency-Key made no longer exists; use a new key")
+
+
 def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[dict[str, Any]]:
     """Pydantic's error list, located under `prefix`, JSON-safe."""
     errors = []
@@ -60,6 +96,88 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...]) -> li
             item["input"] = error["input"]
         errors.append(item)
     return errors
+
+
+def prepare_job(
+    registry: Registry,
+    principal: Principal,
+    submission: JobSubmission,
+    now: datetime | None = None,
+    *,
+    job_id: uuid.UUID | None = None,
+    request_id: str | None = None,
+) -> Job:
+    """The job a submission makes, validated against its kind; not yet in any session.
+    Raises InvalidSubmission."""
+    now = now or utcnow()
+    kind = registry.get(submission.kind)
+    if kind is None:
+        raise InvalidSubmission(
+            [
+                {
+                    "type": "unknown_kind",
+                    "loc": ["body", "kind"],
+                    "msg": f"unknown job kind {submission.kind!r}; GET /kinds lists them",
+                    "input": submission.kind,
+                }
+            ]
+        )
+    try:
+        params = kind.params.model_validate(submission.params)
+    except ValidationError as exc:
+        raise InvalidSubmission(validation_errors(exc, ("body", "params"))) from None
+    stored_params = params.model_dump(mode="json")
+    if not storable(stored_params):
+        raise InvalidSubmission(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ["body", "params"],
+                    "msg": "params may not contain NUL characters, NaN or infinity",
+                }
+            ]
+        )
+    timeout = submission.timeout_seconds or kind.default_timeout
+    if timeout > kind.max_timeout:
+        raise InvalidSubmission(
+            [
+                {
+                    "type": "less_than_equal",
+                    "loc": ["body", "timeout_seconds"],
+                    "msg": f"Input should be at most {kind.max_timeout:g} for {kind.name}",
+                    "input": submission.timeout_seconds,
+                }
+            ]
+        )
+    if submission.run_at is not None:
+        run_at = max(submission.run_at.astimezone(UTC), now)
+    else:
+        run_at = now + timedelta(seconds=submission.delay_seconds or 0)
+    return Job(
+        id=job_id or uuid.uuid4(),
+        owner=principal.subject,
+        kind=kind.name,
+        lane=kind.lane.value,
+        status=JobStatus.QUEUED.value,
+        priority=submission.priority.value,
+        params=stored_params,
+        progress=None,
+        result=None,
+        error=None,
+        attempts=0,
+        seq=1,
+        max_attempts=submission.max_attempts or kind.retry.max_attempts,
+        timeout_seconds=timeout,
+        cancel_requested=False,
+        webhook_url=str(submission.webhook_url) if submission.webhook_url else None,
+        created_at=now,
+        run_at=run_at,
+        # Due now: the caller hands it to an executor right after commit. Later: the
+        # dispatcher sends it when due.
+        dispatched_at=now if run_at <= now else None,
+        dispatches=1 if run_at <= now else 0,
+        request_id=request_id,
+    )
 
 
 class JobService:
@@ -86,128 +204,14 @@ class JobService:
         job_id: uuid.UUID | None = None,
     ) -> Job:
         """Validate against the kind and insert the job row (uncommitted)."""
-        now = now or utcnow()
-        kind = self.registry.get(submission.kind)
-        if kind is None:
-            raise InvalidSubmission(
-                [
-                    {
-                        "type": "unknown_kind",
-                        "loc": ["body", "kind"],
-                        "msg": f"unknown job kind {submission.kind!r}; GET /kinds lists them",
-                        "input": submission.kind,
-                    }
-                ]
-            )
-        try:
-            params = kind.params.model_validate(submission.params)
-        except ValidationError as exc:
-            raise InvalidSubmission(validation_errors(exc, ("body", "params"))) from None
-        stored_params = params.model_dump(mode="json")
-        if not storable(stored_params):
-            raise InvalidSubmission(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ["body", "params"],
-                        "msg": "params may not contain NUL characters, NaN or infinity",
-                    }
-                ]
-            )
+        job = prepare_job(
+            self.registry, principal, submission, now, job_id=job_id, request_id=self.request_id
+        )
         if self.max_active is not None:
             active = await self.repository.count_active(principal.subject)
             if active >= self.max_active:
-                raise TooManyRequests(
-                    f"{active} of your jobs are queued or running, the most allowed at once;"
-                    " wait for some to finish",
-                    headers={"Retry-After": "30"},
-                )
-        timeout = submission.timeout_seconds or kind.default_timeout
-        if timeout > kind.max_timeout:
-            raise InvalidSubmission(
-                [
-                    {
-                        "type": "less_than_equal",
-                        "loc": ["body", "timeout_seconds"],
-                        "msg": f"Input should be at most {kind.max_timeout:g} for {kind.name}",
-                        "input": submission.timeout_seconds,
-                    }
-                ]
-            )
-        if submission.run_at is not None:
-            run_at = max(submission.run_at.astimezone(UTC), now)
-        else:
-            run_at = now + timedelta(seconds=submission.delay_seconds or 0)
-        job = Job(
-            id=job_id or uuid.uuid4(),
-            owner=principal.subject,
-            kind=kind.name,
-            lane=kind.lane.value,
-            status=JobStatus.QUEUED.value,
-            priority=submission.priority.value,
-            params=stored_params,
-            progress=None,
-            result=None,
-            error=None,
-            attempts=0,
-            seq=1,
-            max_attempts=submission.max_attempts or kind.retry.max_attempts,
-            timeout_seconds=timeout,
-            cancel_requested=False,
-            webhook_url=str(submission.webhook_url) if submission.webhook_url else None,
-            created_at=now,
-            run_at=run_at,
-            # Due now: the caller hands it to an executor right after commit. Later: the
-            # dispatcher sends it when due.
-            dispatched_at=now if run_at <= now else None,
-            dispatches=1 if run_at <= now else 0,
-            request_id=self.request_id,
-        )
+                raise over_quota(active)
         return await self.repository.add(job)
-
-    async def submit_once(
-        self, principal: Principal, submission: JobSubmission, key: str
-    ) -> tuple[Job, bool]:
-        """Submit under an Idempotency-Key: (the job, whether it is an earlier one replayed).
-
-        Same key and same body: the original job. Same key, another body: 422.
-        """
-        if not IDEMPOTENCY_KEY.fullmatch(key):
-            raise InvalidSubmission(
-                [
-                    {
-                        "type": "string_pattern_mismatch",
-                        "loc": ["header", "idempotency-key"],
-                        "msg": "Idempotency-Key must be 1 to 255 printable ASCII characters",
-                    }
-                ]
-            )
-        now = utcnow()
-        job_id = uuid.uuid4()
-        held = await IdempotencyKeys(self.repository.session).claim(
-            principal.subject,
-            key,
-            request_hash(submission),
-            job_id,
-            now,
-            expired_before=now - IDEMPOTENCY_TTL,
-        )
-        if held is None:
-            return await self.submit(principal, submission, now, job_id=job_id), False
-        if held.request_hash != request_hash(submission):
-            raise InvalidSubmission(
-                [
-                    {
-                        "type": "idempotency_key_reused",
-                        "loc": ["header", "idempotency-key"],
-                        "msg": "this Idempotency-Key was used with a different request body",
-                    }
-                ]
-            )
-        original = await self.repository.get(held.job_id, owner=principal.subject)
-        if original is None:
-            raise Conflict("the job this Idempotency-Key made no longer exists; use a new key")
-        return original, True
 
     async def get(self, principal: Principal, job_id: uuid.UUID) -> Job:
         job = await self.repository.get(job_id, owner=principal.owner_filter)

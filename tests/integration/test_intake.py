@@ -1,0 +1,177 @@
+"""Group commit of submissions (shared/jobs/intake.py) on real Postgres and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+
+from shared.db.engine import SessionFactory
+from shared.db.models import IdempotencyKey, Job
+from shared.errors import InvalidSubmission, TooManyRequests, Unavailable
+from shared.events import EventBus
+from shared.jobs.intake import Intake
+from shared.jobs.registry import load_registry
+from shared.jobs.schemas import JobSubmission
+from shared.jobs.service import Principal, prepare_job, request_hash
+from shared.settings import Settings
+from tests.conftest import auth
+
+REGISTRY = load_registry()
+SLEEP: Mapping[str, object] = {"kind": "sleep", "params": {"seconds": 1}}
+
+
+class HandOvers:
+    """Records what the intake hands over, as the dispatcher would receive it."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[uuid.UUID]] = []
+
+    async def __call__(self, jobs: Sequence[Job]) -> None:
+        self.batches.append([job.id for job in jobs])
+
+
+@pytest.fixture
+async def events(settings: Settings) -> AsyncIterator[EventBus]:
+    redis = Redis.from_url(settings.redis_url)
+    yield EventBus(redis, settings.event_retention)
+    await redis.aclose()
+
+
+@pytest.fixture
+async def intake(
+    sessions: SessionFactory, events: EventBus
+) -> AsyncIterator[tuple[Intake, HandOvers]]:
+    handed = HandOvers()
+    intake = Intake(sessions, events, handed, max_active=3)
+    intake.start()
+    yield intake, handed
+    await intake.stop()
+
+
+def prepared(owner: str, body: Mapping[str, object] = SLEEP) -> Job:
+    return prepare_job(REGISTRY, Principal(owner), JobSubmission.model_validate(body))
+
+
+def hash_of(body: Mapping[str, object]) -> str:
+    return request_hash(JobSubmission.model_validate(body))
+
+
+async def stored(sessions: SessionFactory, owner: str) -> int:
+    async with sessions() as session:
+        return int(await session.scalar(select(func.count()).where(Job.owner == owner)) or 0)
+
+
+async def test_concurrent_submissions_share_transactions(
+    app: FastAPI, client: httpx.AsyncClient, token: str, subject: str, sessions: SessionFactory
+) -> None:
+    intake: Intake = app.state.services.intake
+    commits, jobs = intake.commits, intake.committed_jobs
+    responses = await asyncio.gather(
+        *(
+            client.post("/jobs", json=SLEEP, headers={**auth(token), "Idempotency-Key": str(n)})
+            for n in range(150)
+        )
+    )
+    assert [response.status_code for response in responses] == [202] * 150
+    assert len({response.json()["id"] for response in responses}) == 150
+    assert await stored(sessions, subject) == 150
+    assert intake.committed_jobs - jobs == 150
+    # Far fewer transactions than jobs: the requests waiting on one commit share the next.
+    assert intake.commits - commits < 75
+
+
+async def test_each_entry_gets_its_own_answer(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, handed = intake
+    other = {"kind": "sleep", "params": {"seconds": 2}}
+    first, replay, reused, plain = await asyncio.gather(
+        intake_.submit(prepared(subject), "k1", hash_of(SLEEP)),
+        intake_.submit(prepared(subject), "k1", hash_of(SLEEP)),
+        intake_.submit(prepared(subject, other), "k1", hash_of(other)),
+        intake_.submit(prepared(subject)),
+        return_exceptions=True,
+    )
+    assert isinstance(first, tuple) and first[1] is False
+    # The same key twice never shares a batch: the second finds the first's key committed.
+    assert isinstance(replay, tuple) and replay == (replay[0], True)
+    assert replay[0].id == first[0].id
+    assert isinstance(reused, InvalidSubmission)
+    assert isinstance(plain, tuple) and plain[1] is False
+    assert await stored(sessions, subject) == 2
+    for _ in range(50):
+        if sum(len(batch) for batch in handed.batches) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(job for batch in handed.batches for job in batch) == sorted(
+        [first[0].id, plain[0].id]
+    )
+
+
+async def test_the_quota_holds_within_a_batch_and_frees_refused_keys(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    results = await asyncio.gather(
+        *(intake_.submit(prepared(subject), f"q{n}", hash_of(SLEEP)) for n in range(5)),
+        return_exceptions=True,
+    )
+    accepted = [result for result in results if isinstance(result, tuple)]
+    refused = [result for result in results if isinstance(result, TooManyRequests)]
+    assert (len(accepted), len(refused)) == (3, 2)
+    assert await stored(sessions, subject) == 3
+    async with sessions() as session:
+        keys = await session.scalar(select(func.count()).where(IdempotencyKey.owner == subject))
+    assert keys == 3
+
+
+async def test_one_bad_entry_fails_alone(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    bad = prepared(subject)
+    bad.priority = "urgent"  # refused by the table's CHECK constraint
+    results = await asyncio.gather(
+        intake_.submit(prepared(subject)),
+        intake_.submit(bad),
+        intake_.submit(prepared(subject)),
+        return_exceptions=True,
+    )
+    assert [isinstance(result, tuple) for result in results] == [True, False, True]
+    assert isinstance(results[1], Exception)
+    assert await stored(sessions, subject) == 2
+
+
+async def test_quick_and_delayed_jobs_are_not_handed_to_celery(
+    intake: tuple[Intake, HandOvers], subject: str
+) -> None:
+    intake_, handed = intake
+    heavy, quick, delayed = await asyncio.gather(
+        intake_.submit(prepared(subject)),
+        intake_.submit(prepared(subject, {"kind": "echo", "params": {"message": "x"}})),
+        intake_.submit(prepared(subject, {**SLEEP, "delay_seconds": 60})),
+    )
+    for _ in range(50):
+        if handed.batches:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert [job for batch in handed.batches for job in batch] == [heavy[0].id]
+    assert quick[1] is False and delayed[1] is False
+
+
+async def test_stopped_intake_answers_503(
+    sessions: SessionFactory, events: EventBus, subject: str
+) -> None:
+    intake = Intake(sessions, events, HandOvers(), max_active=None)
+    intake.start()
+    await intake.stop()
+    with pytest.raises(Unavailable):
+        await intake.submit(prepared(subject))
