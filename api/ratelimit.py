@@ -13,7 +13,7 @@ import time
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 
 from shared.errors import ConfigurationError, TooManyRequests
@@ -36,7 +36,7 @@ class RateLimiter:
             implementation="redispy",
             connection_pool=redis.connection_pool,  # type: ignore[arg-type]
         )
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         seconds = self.item.get_expiry()
         self.policy = f'"{NAMESPACE}";q={self.item.amount};w={seconds}'
 
