@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from shared.settings import Settings
 ALGORITHM = "HS256"
 LEEWAY_SECONDS = 30
 DEFAULT_TTL = 24 * 3600
+VERIFIED_TOKENS = 4096
 
 
 def issue_token(
@@ -31,16 +34,36 @@ def issue_token(
 
 
 def verify_token(settings: Settings, token: str) -> Principal:
-    """The principal a token names. Only HS256 is accepted; `exp` and `sub` are required."""
+    """The principal a token names. Only HS256 is accepted; `exp` and `sub` are required.
+
+    A client sends the same token with every request: a token once verified is remembered
+    (the last VERIFIED_TOKENS of them), and only its expiry is checked again.
+    """
+    principal, expires = _verified(
+        settings.secret_key.get_secret_value(),
+        settings.token_audience,
+        settings.token_issuer,
+        token,
+    )
+    if time.time() > expires + LEEWAY_SECONDS:
+        raise InvalidToken("token expired")
+    return principal
+
+
+@functools.lru_cache(maxsize=VERIFIED_TOKENS)
+def _verified(
+    secret: str, audience: str | None, issuer: str | None, token: str
+) -> tuple[Principal, float]:
+    """The token's principal and expiry (a Unix time), or InvalidToken (never remembered)."""
     try:
         claims = jwt.decode(
             token,
-            settings.secret_key.get_secret_value(),
+            secret,
             algorithms=[ALGORITHM],
-            audience=settings.token_audience,
-            issuer=settings.token_issuer,
+            audience=audience,
+            issuer=issuer,
             leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "sub"], "verify_aud": settings.token_audience is not None},
+            options={"require": ["exp", "sub"], "verify_aud": audience is not None},
         )
     except jwt.ExpiredSignatureError:
         raise InvalidToken("token expired") from None
@@ -49,4 +72,5 @@ def verify_token(settings: Settings, token: str) -> Principal:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject or len(subject) > 255:
         raise InvalidToken("invalid token subject")
-    return Principal(subject=subject, admin=claims.get("role") == "admin")
+    principal = Principal(subject=subject, admin=claims.get("role") == "admin")
+    return principal, float(claims["exp"])

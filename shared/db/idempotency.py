@@ -6,8 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import bindparam, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +21,31 @@ class Claim:
     key: str
     request_hash: str
     job_id: uuid.UUID
+
+
+def _claim_statement() -> Any:
+    """Insert a key, or take over one that expired; returns the rows written. Built once:
+    executed with one parameter set per key, its SQL is compiled once per process."""
+    table = IdempotencyKey.metadata.tables[IdempotencyKey.__tablename__]
+    values = insert(table).values(
+        owner=bindparam("owner"),
+        key=bindparam("key"),
+        request_hash=bindparam("request_hash"),
+        job_id=bindparam("job_id"),
+        created_at=bindparam("created_at"),
+    )
+    return values.on_conflict_do_update(
+        index_elements=[table.c.owner, table.c.key],
+        set_={
+            "request_hash": values.excluded.request_hash,
+            "job_id": values.excluded.job_id,
+            "created_at": values.excluded.created_at,
+        },
+        where=table.c.created_at < bindparam("expired_before"),
+    ).returning(table.c.owner, table.c.key, table.c.job_id)
+
+
+CLAIM = _claim_statement()
 
 
 class IdempotencyKeys:
@@ -37,31 +63,21 @@ class IdempotencyKeys:
         if not claims:
             return set()
         ordered = sorted(claims, key=lambda claim: (claim.owner, claim.key))
-        values = insert(IdempotencyKey).values(
-            [
-                {
-                    "owner": claim.owner,
-                    "key": claim.key,
-                    "request_hash": claim.request_hash,
-                    "job_id": claim.job_id,
-                    "created_at": now,
-                }
-                for claim in ordered
-            ]
-        )
-        statement = values.on_conflict_do_update(
-            index_elements=[IdempotencyKey.owner, IdempotencyKey.key],
-            set_={
-                "request_hash": values.excluded.request_hash,
-                "job_id": values.excluded.job_id,
-                "created_at": values.excluded.created_at,
-            },
-            where=IdempotencyKey.created_at < expired_before,
-        ).returning(IdempotencyKey.owner, IdempotencyKey.key, IdempotencyKey.job_id)
+        rows = [
+            {
+                "owner": claim.owner,
+                "key": claim.key,
+                "request_hash": claim.request_hash,
+                "job_id": claim.job_id,
+                "created_at": now,
+                "expired_before": expired_before,
+            }
+            for claim in ordered
+        ]
         wanted = {(claim.owner, claim.key): claim.job_id for claim in claims}
         return {
             (owner, key)
-            for owner, key, job_id in await self.session.execute(statement)
+            for owner, key, job_id in await self.session.execute(CLAIM, rows)
             if wanted.get((owner, key)) == job_id
         }
 

@@ -23,6 +23,11 @@ from shared.jobs.states import JobStatus, can_transition, is_terminal
 
 Cursor = tuple[datetime, uuid.UUID]
 
+JOBS_TABLE = Job.metadata.tables[Job.__tablename__]
+JOB_COLUMNS = tuple(column.key for column in JOBS_TABLE.columns)
+# A Core insert (no ORM bookkeeping), executed with one parameter set per job.
+INSERT_JOBS = insert(JOBS_TABLE)
+
 # Each owner's active jobs, counted on the partial index ix_jobs_owner_active, up to :cap.
 ACTIVE_COUNTS = text(
     """
@@ -56,9 +61,8 @@ class JobRepository:
     async def add_many(self, jobs: Sequence[Job]) -> None:
         """Insert new jobs in one statement; the objects stay out of the session."""
         if jobs:
-            columns = [column.key for column in Job.__table__.columns]
-            rows = [{name: getattr(job, name) for name in columns} for job in jobs]
-            await self.session.execute(insert(Job), rows)
+            rows = [{name: getattr(job, name) for name in JOB_COLUMNS} for job in jobs]
+            await self.session.execute(INSERT_JOBS, rows)
 
     async def get_many(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Job]:
         if not job_ids:

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from shared.errors import InvalidToken
 from shared.jobs.service import Principal
 from shared.settings import Settings
-from shared.tokens import issue_token, verify_token
+from shared.tokens import LEEWAY_SECONDS, issue_token, verify_token
 
 OTHER_KEY = "y" * 48
 
@@ -140,3 +140,22 @@ def test_audience_and_issuer_are_checked_when_configured(settings: Settings) -> 
     ):
         with pytest.raises(InvalidToken):
             verify_token(strict, _signed(strict, **claims))
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = issue_token(settings, "alice", ttl=60)
+    assert verify_token(settings, token) == Principal("alice")  # verified, now remembered
+    later = datetime.now(UTC) + timedelta(seconds=60 + LEEWAY_SECONDS + 5)
+    monkeypatch.setattr("shared.tokens.time.time", later.timestamp)
+    with pytest.raises(InvalidToken, match="expired"):
+        verify_token(settings, token)
+
+
+def test_a_remembered_token_is_refused_under_another_secret(settings: Settings) -> None:
+    token = issue_token(settings, "alice")
+    assert verify_token(settings, token) == Principal("alice")
+    rotated = settings.model_copy(update={"secret_key": SecretStr("another-secret-" + "y" * 40)})
+    with pytest.raises(InvalidToken):
+        verify_token(rotated, token)
