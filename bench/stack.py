@@ -135,6 +135,17 @@ class Stack:
         assert self.settings is not None
         return issue_token(self.settings, SUBJECT)
 
+    def reset(self) -> None:
+        """Empty the database and Redis between runs, as if the workers had drained every
+        queue: each run starts from the same state, not from the backlog of the last."""
+        assert self.settings is not None
+        asyncio.run(
+            _admin(
+                self.settings.database_url, "TRUNCATE jobs, idempotency_keys, webhook_deliveries"
+            )
+        )
+        self._flush(self.settings.redis_url)
+
     @staticmethod
     def _flush(redis_url: str) -> None:
         with Redis.from_url(redis_url, socket_timeout=5) as client:
