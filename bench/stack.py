@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,11 +140,19 @@ class Stack:
         """Empty the database and Redis between runs, as if the workers had drained every
         queue: each run starts from the same state, not from the backlog of the last."""
         assert self.settings is not None
-        asyncio.run(
-            _admin(
-                self.settings.database_url, "TRUNCATE jobs, idempotency_keys, webhook_deliveries"
-            )
-        )
+        for attempt in range(5):  # the API's dispatcher may hold these tables in another order
+            try:
+                asyncio.run(
+                    _admin(
+                        self.settings.database_url,
+                        "TRUNCATE jobs, idempotency_keys, webhook_deliveries",
+                    )
+                )
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
         self._flush(self.settings.redis_url)
 
     @staticmethod
