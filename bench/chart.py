@@ -76,6 +76,8 @@ def draw(figures: list[dict[str, Any]], machine: dict[str, Any], path: Path) -> 
         positions = range(len(shown))
         ax.bar(positions, values, color=colours, yerr=[low, high], capsize=4)
         ax.set_xticks(list(positions), [label for label, _ in shown], fontsize=8)
+        if unit == "ms" and max(values) > 20 * min(values):
+            ax.set_yscale("log")  # milliseconds next to seconds
         for position, value in zip(positions, values, strict=True):
             ax.annotate(
                 f"{value:,.0f}" if value >= 100 else f"{value:.1f}",
