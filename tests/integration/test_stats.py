@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 
+from api.main import create_app
 from api.routes.stats import flower_url
 from shared.jobs.states import JobStatus
 from shared.settings import Settings
@@ -22,9 +25,21 @@ async def submit(client: httpx.AsyncClient, token: str) -> str:
     return job_id
 
 
+@pytest.fixture
+async def private_client(settings: Settings, own_database: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An API on a database of its own: an admin's counts cover every job in the database,
+    and the suite's shared one has other tests' workers moving jobs meanwhile."""
+    app = create_app(settings.model_copy(update={"database_url": own_database}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
+            yield client
+
+
 async def test_a_subject_sees_its_own_counts_and_an_admin_sees_all(
-    client: httpx.AsyncClient, token: str, settings: Settings
+    private_client: httpx.AsyncClient, token: str, settings: Settings
 ) -> None:
+    client = private_client
     other = issue_token(settings, f"user-{uuid.uuid4().hex[:8]}")
     admin = issue_token(settings, "ops", admin=True)
     before = (await client.get("/stats", headers=auth(admin))).json()["jobs"]
