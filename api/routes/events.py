@@ -118,18 +118,36 @@ async def _slot(
         await services.streams.release(principal.subject, stream_id)
 
 
+GOING_AWAY = (CLOSE_GOING_AWAY, "maximum connection lifetime; reconnect with ?after=SEQ")
+
+
 async def _serve(
-    websocket: WebSocket, stream: AsyncIterator[Wire | None], lifetime: float, slot: Slot
+    websocket: WebSocket,
+    stream: AsyncIterator[Wire | None],
+    lifetime: float,
+    slot: Slot,
+    *,
+    one_job: bool,
 ) -> tuple[int, str]:
     """Pump events to the socket until the stream ends, the client leaves, or time is up."""
     services = _services(websocket)
     send_timeout = services.settings.ws_send_timeout
+    expired = asyncio.Event()
+    sending = False
 
     async def pump() -> tuple[int, str]:
+        nonlocal sending
         async for event in stream:
             await slot.keep_alive()
-            if event is not None:
-                await _send(websocket, event, send_timeout)
+            if event is None:
+                continue
+            sending = True
+            await _send(websocket, event, send_timeout)
+            sending = False
+            if one_job and event.event.terminal:
+                break
+            if expired.is_set():
+                return GOING_AWAY
         return CLOSE_NORMAL, "job finished"
 
     pumping = asyncio.ensure_future(pump())
@@ -138,11 +156,16 @@ async def _serve(
         done, _ = await asyncio.wait(
             {pumping, reading}, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
         )
-        if pumping in done:
+        if not done and sending:
+            # Time is up in the middle of a send: let it finish, so that a terminal event that
+            # went out is followed by 1000, never by 1001 and its resume.
+            expired.set()
+            done, _ = await asyncio.wait({pumping}, timeout=send_timeout + 1)
+        if pumping.done():  # also when it ended just as the time ran out
             return pumping.result()
         if reading in done:
             return CLOSE_NORMAL, "client left"
-        return CLOSE_GOING_AWAY, "maximum connection lifetime; reconnect with ?after=SEQ"
+        return GOING_AWAY
     except Exception as exc:
         return _closing_for(exc)
     finally:
@@ -193,7 +216,9 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
                 await _close(websocket, *_closing_for(exc))
                 return
             stream = follower.events(resume, settings.ws_idle_check)
-            code, reason = await _serve(websocket, stream, settings.ws_max_lifetime, slot)
+            code, reason = await _serve(
+                websocket, stream, settings.ws_max_lifetime, slot, one_job=True
+            )
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
     await _close(websocket, code, reason)
@@ -220,7 +245,9 @@ async def watch_all(websocket: WebSocket) -> None:
     try:
         async with _slot(services, principal, None, "websocket") as slot:
             stream_of = stream(slot.subscription)
-            code, reason = await _serve(websocket, stream_of, settings.ws_max_lifetime, slot)
+            code, reason = await _serve(
+                websocket, stream_of, settings.ws_max_lifetime, slot, one_job=False
+            )
     except TooManyConnections:
         code, reason = CLOSE_TOO_MANY, "too many connections for this subject"
     await _close(websocket, code, reason)
