@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
@@ -19,6 +20,20 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(app) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def client_of(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def own_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an API of its own, built from `settings`, started and stopped with it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), client_of(app) as client:
         yield client

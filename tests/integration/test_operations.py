@@ -11,21 +11,19 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from api.main import create_app
 from shared.heartbeats import Heartbeat, alive_workers
 from shared.keys import WORKERS
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.conftest import auth
+from tests.integration.conftest import own_client
 
 
 @pytest.fixture
 async def guarded(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"metrics_token": SecretStr("scrape-me")}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
-            yield client
+    guarded = settings.model_copy(update={"metrics_token": SecretStr("scrape-me")})
+    async with own_client(guarded) as client:
+        yield client
 
 
 async def test_metrics_are_open_by_default(client: httpx.AsyncClient) -> None:
@@ -96,11 +94,8 @@ async def test_large_answers_are_gzipped_when_asked(client: httpx.AsyncClient, t
 
 @pytest.fixture
 async def profiled(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.model_copy(update={"profiling": True}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
-            yield client
+    async with own_client(settings.model_copy(update={"profiling": True})) as client:
+        yield client
 
 
 async def test_an_admin_can_profile_a_request(

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from api.main import create_app
 from api.routes.stats import flower_url
 from shared.jobs.states import JobStatus
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.conftest import auth
+from tests.integration.conftest import own_client
 
 LATER = {"kind": "echo", "params": {"message": "later"}, "delay_seconds": 3600}
 
@@ -29,11 +29,8 @@ async def submit(client: httpx.AsyncClient, token: str) -> str:
 async def private_client(settings: Settings, own_database: str) -> AsyncIterator[httpx.AsyncClient]:
     """An API on a database of its own: an admin's counts cover every job in the database,
     and the suite's shared one has other tests' workers moving jobs meanwhile."""
-    app = create_app(settings.model_copy(update={"database_url": own_database}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobq.test") as client:
-            yield client
+    async with own_client(settings.model_copy(update={"database_url": own_database})) as client:
+        yield client
 
 
 async def test_a_subject_sees_its_own_counts_and_an_admin_sees_all(
