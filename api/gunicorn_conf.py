@@ -20,7 +20,7 @@ from prometheus_client import multiprocess
 from shared.logs import configure_logging
 from shared.settings import Settings
 
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "api.serving.Worker"  # Uvicorn's, with jobq's options
 bind = "0.0.0.0:8000"
 # Above JOBQ_SHUTDOWN_GRACE (25 s by default): running requests and quick jobs finish first.
 graceful_timeout = 30

@@ -85,8 +85,13 @@ class Subscription:
 
     async def next(self, wait: float) -> Item | None:
         """The next event, a Resync, or None when nothing came within `wait` seconds."""
+        # An item already queued is taken without arming a timer (the common case under load).
+        with contextlib.suppress(asyncio.QueueEmpty):
+            return self.queue.get_nowait()
         try:
-            return await asyncio.wait_for(self.queue.get(), wait)
+            # A timeout scope, not wait_for: wait_for wraps the get in a task of its own.
+            async with asyncio.timeout(wait):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

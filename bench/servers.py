@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from api.serving import FLAGS as UVICORN_FLAGS
 from cli.servers import free_port
 from shared.settings import Settings
 from tests.e2e.processes import Managed, child_env, start_worker
@@ -41,6 +42,7 @@ def uvicorn(
     command = [
         sys.executable, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
         "--workers", str(processes), "--log-level", "warning", "--no-access-log",
+        *UVICORN_FLAGS,
     ]  # fmt: skip
     if factory:
         command.append("--factory")

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import sys
 
+from api.serving import FLAGS as UVICORN_FLAGS
 from shared.errors import ConfigurationError
 from shared.keys import QUEUES
 from shared.settings import PLACEHOLDER_SECRETS, Settings
@@ -26,6 +27,7 @@ def api_argv(settings: Settings) -> Argv:
         "--timeout-graceful-shutdown", f"{settings.shutdown_grace:g}",
         # The API writes its own access line, with the request id and without query strings.
         "--no-access-log",
+        *UVICORN_FLAGS,
     ]  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -63,11 +64,6 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Principal |
     except InvalidToken as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, reason=str(exc.detail))
         return None
-
-
-async def _send(websocket: WebSocket, wire: Wire, limit: float) -> None:
-    """Send, or give up on a client that stopped reading (TimeoutError)."""
-    await asyncio.wait_for(websocket.send_text(wire.text), limit)
 
 
 async def _drain_client(websocket: WebSocket) -> None:
@@ -129,43 +125,51 @@ async def _serve(
     *,
     one_job: bool,
 ) -> tuple[int, str]:
-    """Pump events to the socket until the stream ends, the client leaves, or time is up."""
-    services = _services(websocket)
-    send_timeout = services.settings.ws_send_timeout
-    expired = asyncio.Event()
-    sending = False
+    """Pump events to the socket until the stream ends, the client leaves, or time is up.
+
+    A client that stopped reading is given up on once one send has lasted JOBQ_WS_SEND_TIMEOUT
+    (checked every half of it). The check is this loop's, not a timer armed around every send:
+    under fan-out that timer cost as much as the send itself.
+    """
+    send_timeout = _services(websocket).settings.ws_send_timeout
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + lifetime
+    expired = False
+    sending_since: float | None = None
 
     async def pump() -> tuple[int, str]:
-        nonlocal sending
+        nonlocal sending_since
         async for event in stream:
             await slot.keep_alive()
             if event is None:
                 continue
-            sending = True
-            await _send(websocket, event, send_timeout)
-            sending = False
+            sending_since = loop.time()
+            await websocket.send_text(event.text)
+            sending_since = None
             if one_job and event.event.terminal:
                 break
-            if expired.is_set():
+            if expired:
                 return GOING_AWAY
         return CLOSE_NORMAL, "job finished"
 
     pumping = asyncio.ensure_future(pump())
     reading = asyncio.ensure_future(_drain_client(websocket))
     try:
-        done, _ = await asyncio.wait(
-            {pumping, reading}, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done and sending:
-            # Time is up in the middle of a send: let it finish, so that a terminal event that
-            # went out is followed by 1000, never by 1001 and its resume.
-            expired.set()
-            done, _ = await asyncio.wait({pumping}, timeout=send_timeout + 1)
-        if pumping.done():  # also when it ended just as the time ran out
+        while not (pumping.done() or reading.done()):
+            now = loop.time()
+            if sending_since is not None and now - sending_since >= send_timeout:
+                return CLOSE_TRY_AGAIN, "client too slow"
+            if now >= deadline and not expired:
+                if sending_since is None:
+                    return GOING_AWAY
+                # Time is up in the middle of a send: let it finish, so that a terminal event
+                # that went out is followed by 1000, never by 1001 and its resume.
+                expired = True
+            wait = send_timeout / 2 if expired else min(deadline - now, send_timeout / 2)
+            await asyncio.wait({pumping, reading}, timeout=wait, return_when=FIRST_COMPLETED)
+        if pumping.done():  # also when the client left just as the stream ended
             return pumping.result()
-        if reading in done:
-            return CLOSE_NORMAL, "client left"
-        return GOING_AWAY
+        return CLOSE_NORMAL, "client left"
     except Exception as exc:
         return _closing_for(exc)
     finally:
@@ -176,8 +180,6 @@ async def _serve(
 
 def _closing_for(exc: Exception) -> tuple[int, str]:
     """How a stream that failed ends: the client can always reconnect and resume."""
-    if isinstance(exc, TimeoutError):
-        return CLOSE_TRY_AGAIN, "client too slow"
     if isinstance(exc, _Missed):
         return CLOSE_TRY_AGAIN, "missed events; reload and reconnect"
     if is_transient(exc) or isinstance(exc, RedisError):

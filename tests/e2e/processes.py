@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from api.serving import FLAGS as UVICORN_FLAGS
 from shared.keys import QUEUES
 from shared.settings import Settings
 
@@ -94,6 +95,7 @@ def start_api(settings: Settings, port: int, log_dir: Path) -> Managed:
         sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
         "--timeout-graceful-shutdown", f"{settings.shutdown_grace:g}",
+        *UVICORN_FLAGS,
     ]  # fmt: skip
     api = Managed("api", command, child_env(settings), log_dir / f"api-{port}.log").start()
     deadline = time.monotonic() + 30

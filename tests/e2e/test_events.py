@@ -238,6 +238,15 @@ def read_to_the_end(sock: socket.socket, limit: float) -> tuple[bytes, bool]:
     return bytes(received), False
 
 
+async def test_event_streams_decline_permessage_deflate(base_url: str, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with connect(ws_url(base_url, "/ws/jobs"), additional_headers=headers) as ws:
+        assert ws.request is not None and ws.response is not None
+        # The client offers it (websockets does by default); the server takes no extension.
+        assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
 async def test_slow_watcher_is_dropped_and_delays_no_one(base_url: str, settings: Settings) -> None:
     admin = issue_token(settings, "slow-admin", admin=True)
     # A firehose client that never reads, with a tiny receive buffer: the server must give up on it.

@@ -1,0 +1,22 @@
+"""How the API is served: the uvicorn options that every way of starting it shares.
+
+`jobq api` and `jobq dev` (uvicorn's command line), Gunicorn's workers (the image), the tests
+and the benchmarks all take them from here, so that what is measured is what ships.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from uvicorn_worker import UvicornWorker
+
+# No permessage-deflate on event streams: jobq's events are a few hundred bytes of JSON, and a
+# compressor per socket cost a third of the CPU of a fan-out and about 40 KB of memory a socket.
+OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
+FLAGS = ["--ws-per-message-deflate", "false"]
+
+
+class Worker(UvicornWorker):  # type: ignore[misc]  # untyped
+    """Gunicorn's Uvicorn worker with jobq's options."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {**UvicornWorker.CONFIG_KWARGS, **OPTIONS}
