@@ -21,7 +21,7 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         settings.database_url,
         pool_size=pool_size or settings.database_pool_size,
         max_overflow=settings.database_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.database_pre_ping,
         pool_timeout=5,
         connect_args={"timeout": 5, "server_settings": {"application_name": "jobq"}},
     )
