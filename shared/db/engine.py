@@ -31,6 +31,16 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def single_statements(sessions: SessionFactory) -> SessionFactory:
+    """Sessions, on the same pool, for work of one statement: in autocommit mode the statement
+    is its own transaction, which saves the BEGIN and COMMIT round trips around it. Only for
+    a unit of work that is one statement: anything more needs `sessions.begin()`."""
+    engine: AsyncEngine = sessions.kw["bind"]
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
+
+
 # SQLSTATE classes of errors that pass: connection exceptions, insufficient resources (too
 # many connections), operator intervention (shutting down, starting up).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.db.engine import SessionFactory, is_transient
+from shared.db.engine import SessionFactory, is_transient, single_statements
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import StaleAttempt
@@ -61,6 +61,8 @@ class Runner:
         events: EventBus | None = None,
     ) -> None:
         self.sessions = sessions
+        # Claims, progress and most ends are one UPDATE each (see `_write`).
+        self.single = single_statements(sessions)
         self.registry = registry
         self.settings = settings
         self.events = events
@@ -69,7 +71,9 @@ class Runner:
         with bound(job_id=str(job_id)):
             lease = timedelta(seconds=self.settings.lease_seconds)
             try:
-                job = await self._move(lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease))
+                job = await self._move(
+                    lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease), single=True
+                )
             except StaleAttempt:
                 log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
                 return RunReport(job_id, Outcome.SKIPPED)
@@ -90,9 +94,8 @@ class Runner:
         ctx = JobContext(job.id, job.kind, job.attempts, job.max_attempts)
         task = asyncio.ensure_future(self._call(kind, ctx, params))
         try:
-            stop = await Heart(self.sessions, self.settings, self.events, job, ctx).beat_until_done(
-                task
-            )
+            heart = Heart(self.single, self.settings, self.events, job, ctx)
+            stop = await heart.beat_until_done(task)
         except LostOwnership:
             task.cancel()
             await asyncio.wait({task}, timeout=1.0)
@@ -180,7 +183,9 @@ class Runner:
         return await self._move(
             lambda jobs: jobs.finish(
                 job.id, job.attempts, target, now, result=result, error=error, progress=progress
-            )
+            ),
+            # With a webhook, the delivery is written beside the end: two statements.
+            single=not job.webhook_url,
         )
 
     async def _fail(self, job: Job, message: str) -> RunReport:
@@ -204,20 +209,28 @@ class Runner:
         except Exception as exc:  # its lease runs out and the dispatcher rescues it
             log.warning("job %s could not be handed back (%s)", job.id, exc)
 
-    async def _move(self, operation: Callable[[JobRepository], Awaitable[Job]]) -> Job:
+    async def _move(
+        self, operation: Callable[[JobRepository], Awaitable[Job]], *, single: bool = False
+    ) -> Job:
         """A status change: written (see `_write`), then announced to watchers."""
-        job = await self._write(operation)
+        job = await self._write(operation, single=single)
         if self.events is not None:
             await self.events.moved(job)
         return job
 
-    async def _write(self, operation: Callable[[JobRepository], Awaitable[T]]) -> T:
-        """One transaction; retried while the database is unreachable, for a bounded time."""
+    async def _write(
+        self, operation: Callable[[JobRepository], Awaitable[T]], *, single: bool = False
+    ) -> T:
+        """One transaction; retried while the database is unreachable, for a bounded time.
+
+        `single`: the operation is one statement, run without BEGIN and COMMIT around it.
+        """
+        sessions = self.single if single else self.sessions
         delay = 0.25
         deadline = asyncio.get_running_loop().time() + RECORD_RETRY_SECONDS
         while True:
             try:
-                async with self.sessions.begin() as session:
+                async with sessions.begin() as session:
                     return await operation(JobRepository(session))
             except Exception as exc:
                 if not is_transient(exc) or asyncio.get_running_loop().time() + delay > deadline:
