@@ -59,7 +59,7 @@ class Follower:
         for wire in first:
             yield wire
         while not self.done:
-            item = await self.subscription.next(idle)
+            item = await self.subscription.next()
             if isinstance(item, Wire):
                 if item.event.seq > self.last:
                     yield self._sent(item)

@@ -47,9 +47,15 @@ class Wire:
         return cls(event, event.model_dump_json())
 
 
+@dataclass(frozen=True)
+class Quiet:
+    """Queued when nothing came for a whole idle period: the watcher may re-check Postgres."""
+
+
+QUIET = Quiet()
 # The hub's connection is named, so operators (and tests) can find it in CLIENT LIST.
 HUB_CLIENT_NAME = "jobq-hub"
-Item = Wire | Resync
+Item = Wire | Resync | Quiet
 
 
 class TooManyConnections(Exception):
@@ -63,6 +69,7 @@ class Subscription:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(size)
         self.overflows = 0
         self.since = asyncio.get_running_loop().time()
+        self.heard = True  # since the hub's last idle round (a new watcher counts as heard)
 
     def wants(self, envelope: Envelope) -> bool:
         if self.job_id is not None:
@@ -70,6 +77,7 @@ class Subscription:
         return self.principal.admin or envelope.owner == self.principal.subject
 
     def offer(self, item: Item) -> None:
+        self.heard = True
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -83,28 +91,40 @@ class Subscription:
             self.queue.get_nowait()
         self.queue.put_nowait(Resync(at))
 
-    async def next(self, wait: float) -> Item | None:
-        """The next event, a Resync, or None when nothing came within `wait` seconds."""
-        # An item already queued is taken without arming a timer (the common case under load).
-        with contextlib.suppress(asyncio.QueueEmpty):
-            return self.queue.get_nowait()
+    def idle_round(self) -> None:
+        """Called by the hub once every idle period: a round that finds nothing offered since
+        the one before queues Quiet, so a quiet spell is noticed after one to two periods."""
+        if self.heard:
+            self.heard = False
+        elif self.queue.empty():
+            self.queue.put_nowait(QUIET)
+
+    async def next(self) -> Wire | Resync | None:
+        """The next event, a Resync, or None after a quiet spell (see `idle_round`).
+
+        No timer per wait: under fan-out, arming one for every event of every watcher cost
+        more than taking the event; one round per process keeps time for all of them.
+        """
         try:
-            # A timeout scope, not wait_for: wait_for wraps the get in a task of its own.
-            async with asyncio.timeout(wait):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+            item = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            item = await self.queue.get()
+        return None if isinstance(item, Quiet) else item
 
 
 class Hub:
-    def __init__(self, redis_url: str, *, queue_size: int, max_per_subject: int) -> None:
+    def __init__(
+        self, redis_url: str, *, queue_size: int, max_per_subject: int, idle: float
+    ) -> None:
         self.redis_url = redis_url
         self.queue_size = queue_size
         self.max_per_subject = max_per_subject
+        self.idle = idle
         self._by_job: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._firehose: set[Subscription] = set()
         self._per_subject: dict[str, int] = defaultdict(int)
         self._task: asyncio.Task[None] | None = None
+        self._rounds: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
@@ -114,10 +134,19 @@ class Hub:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="jobq-hub")
+        self._rounds = asyncio.create_task(self._idle_rounds(), name="jobq-hub-idle")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            await cancel_and_wait(self._task)
+        for task in (self._task, self._rounds):
+            if task is not None:
+                await cancel_and_wait(task)
+
+    async def _idle_rounds(self) -> None:
+        while True:
+            await pause(self.idle)
+            for group in (*self._by_job.values(), self._firehose):
+                for subscription in group:
+                    subscription.idle_round()
 
     @contextlib.contextmanager
     def subscribe(self, principal: Principal, job_id: uuid.UUID | None) -> Iterator[Subscription]:

@@ -64,6 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.redis_url,
         queue_size=settings.ws_queue_size,
         max_per_subject=settings.ws_max_per_subject,
+        idle=settings.ws_idle_check,
     )
     local = LocalExecutor(Runner(sessions, registry, settings, events))
     dispatcher = Dispatcher(

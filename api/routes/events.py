@@ -237,7 +237,7 @@ async def watch_all(websocket: WebSocket) -> None:
 
     async def stream(subscription: Subscription) -> AsyncIterator[Wire | None]:
         while True:
-            item = await subscription.next(settings.ws_idle_check)
+            item = await subscription.next()
             if isinstance(item, Wire) or item is None:
                 yield item
             else:

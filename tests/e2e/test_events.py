@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis
+from sqlalchemy import text
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from api.hub import HUB_CLIENT_NAME
 from cli.servers import free_port
+from shared.db.engine import create_engine
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.conftest import Servers
@@ -245,6 +247,34 @@ async def test_event_streams_decline_permessage_deflate(base_url: str, token: st
         # The client offers it (websockets does by default); the server takes no extension.
         assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+async def test_an_end_never_published_still_reaches_the_watcher(
+    base_url: str, token: str, settings: Settings
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10) as client:
+        body = {"kind": "echo", "params": {"message": "later"}, "delay_seconds": 3600}
+        job = (await client.post("/jobs", json=body)).json()
+    watching = asyncio.create_task(watch(ws_url(base_url, f"/ws/jobs/{job['id']}"), token))
+    await asyncio.sleep(1)  # the watcher has its snapshot, and then hears nothing
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as connection:
+            # Ended behind the API's back: written, but no event ever published.
+            await connection.execute(
+                text(
+                    "UPDATE jobs SET status = 'cancelled', seq = seq + 1, finished_at = now(),"
+                    ' error = \'{"type": "cancelled", "message": "by hand"}\''
+                    " WHERE id = :id"
+                ),
+                {"id": job["id"]},
+            )
+    finally:
+        await engine.dispose()
+    # The quiet spell is noticed within two JOBQ_WS_IDLE_CHECK periods (2 s in the suite).
+    result = await asyncio.wait_for(watching, 4 * settings.ws_idle_check + 5)
+    result.assert_complete("cancelled")
 
 
 async def test_slow_watcher_is_dropped_and_delays_no_one(base_url: str, settings: Settings) -> None:
