@@ -9,13 +9,12 @@ terminal event always arrives. A resume (`?after=SEQ`) replays the job's retaine
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
 
-from api.hub import Resync, Subscription, Wire
+from api.hub import Quiet, Subscription, Wire
 from api.snapshots import JobReader
 from shared.db.models import Job
 from shared.errors import NotFound
@@ -49,7 +48,7 @@ class Follower:
             raise NotFound()
         return job
 
-    async def events(self, after: int | None, idle: float) -> AsyncIterator[Wire | None]:
+    async def events(self, after: int | None) -> AsyncIterator[Wire | None]:
         """What to send, in strictly increasing seq; None when idle (a chance to heartbeat).
 
         Ends after the terminal event. The caller subscribed before calling this.
@@ -65,14 +64,11 @@ class Follower:
                     yield self._sent(item)
                 continue
             # Fell behind, the hub reconnected, or a quiet spell: has the job moved on?
-            since = (
-                item.at if isinstance(item, Resync) else asyncio.get_running_loop().time() - idle
-            )
-            job = await self.load(since)
+            job = await self.load(item.at)
             if job.seq > self.last:
                 for wire in self._snapshot(job):
                     yield wire
-            if item is None and not self.done:
+            if isinstance(item, Quiet) and not self.done:
                 yield None
 
     def _sent(self, wire: Wire) -> Wire:

@@ -49,10 +49,12 @@ class Wire:
 
 @dataclass(frozen=True)
 class Quiet:
-    """Queued when nothing came for a whole idle period: the watcher may re-check Postgres."""
+    """Queued when nothing came for a whole idle period; `at` is when that was noticed (loop
+    time): the watcher re-checks Postgres with a read begun after it."""
+
+    at: float
 
 
-QUIET = Quiet()
 # The hub's connection is named, so operators (and tests) can find it in CLIENT LIST.
 HUB_CLIENT_NAME = "jobq-hub"
 Item = Wire | Resync | Quiet
@@ -91,25 +93,24 @@ class Subscription:
             self.queue.get_nowait()
         self.queue.put_nowait(Resync(at))
 
-    def idle_round(self) -> None:
+    def idle_round(self, now: float) -> None:
         """Called by the hub once every idle period: a round that finds nothing offered since
         the one before queues Quiet, so a quiet spell is noticed after one to two periods."""
         if self.heard:
             self.heard = False
         elif self.queue.empty():
-            self.queue.put_nowait(QUIET)
+            self.queue.put_nowait(Quiet(now))
 
-    async def next(self) -> Wire | Resync | None:
-        """The next event, a Resync, or None after a quiet spell (see `idle_round`).
+    async def next(self) -> Item:
+        """The next event, a Resync, or a Quiet after a quiet spell (see `idle_round`).
 
         No timer per wait: under fan-out, arming one for every event of every watcher cost
         more than taking the event; one round per process keeps time for all of them.
         """
         try:
-            item = self.queue.get_nowait()
+            return self.queue.get_nowait()
         except asyncio.QueueEmpty:
-            item = await self.queue.get()
-        return None if isinstance(item, Quiet) else item
+            return await self.queue.get()
 
 
 class Hub:
@@ -144,9 +145,10 @@ class Hub:
     async def _idle_rounds(self) -> None:
         while True:
             await pause(self.idle)
+            now = asyncio.get_running_loop().time()
             for group in (*self._by_job.values(), self._firehose):
                 for subscription in group:
-                    subscription.idle_round()
+                    subscription.idle_round(now)
 
     @contextlib.contextmanager
     def subscribe(self, principal: Principal, job_id: uuid.UUID | None) -> Iterator[Subscription]:

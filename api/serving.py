@@ -13,7 +13,12 @@ from uvicorn_worker import UvicornWorker
 # No permessage-deflate on event streams: jobq's events are a few hundred bytes of JSON, and a
 # compressor per socket cost a third of the CPU of a fan-out and about 40 KB of memory a socket.
 OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
-FLAGS = ["--ws-per-message-deflate", "false"]
+# The same, as uvicorn's command line takes them.
+FLAGS = [
+    item
+    for name, value in OPTIONS.items()
+    for item in (f"--{name.replace('_', '-')}", str(value).lower())
+]
 
 
 class Worker(UvicornWorker):  # type: ignore[misc]  # untyped

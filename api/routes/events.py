@@ -22,7 +22,7 @@ from api.connections import TTL as STREAM_TTL
 from api.connections import StreamCounter
 from api.deps import CurrentPrincipal, Services, ServicesDep
 from api.follower import Follower
-from api.hub import Subscription, TooManyConnections, Wire
+from api.hub import Quiet, Subscription, TooManyConnections, Wire
 from shared.db.engine import is_transient
 from shared.errors import InvalidToken, NotFound, TooManyRequests
 from shared.jobs.service import Principal
@@ -217,7 +217,7 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
             except Exception as exc:
                 await _close(websocket, *_closing_for(exc))
                 return
-            stream = follower.events(resume, settings.ws_idle_check)
+            stream = follower.events(resume)
             code, reason = await _serve(
                 websocket, stream, settings.ws_max_lifetime, slot, one_job=True
             )
@@ -238,8 +238,10 @@ async def watch_all(websocket: WebSocket) -> None:
     async def stream(subscription: Subscription) -> AsyncIterator[Wire | None]:
         while True:
             item = await subscription.next()
-            if isinstance(item, Wire) or item is None:
+            if isinstance(item, Wire):
                 yield item
+            elif isinstance(item, Quiet):
+                yield None
             else:
                 # Events were dropped; the client must reload its list.
                 raise _Missed()
@@ -287,7 +289,7 @@ async def job_events(
 
     async def body() -> AsyncIterator[str]:
         async with cleanup:
-            async for event in follower.events(resume, services.settings.ws_idle_check):
+            async for event in follower.events(resume):
                 await slot.keep_alive()
                 if event is None:
                     yield ": keep-alive\n\n"

@@ -275,6 +275,7 @@ async def test_an_end_never_published_still_reaches_the_watcher(
     # The quiet spell is noticed within two JOBQ_WS_IDLE_CHECK periods (2 s in the suite).
     result = await asyncio.wait_for(watching, 4 * settings.ws_idle_check + 5)
     result.assert_complete("cancelled")
+    assert result.messages[0]["status"] == "queued", "the watcher came after the end"
 
 
 async def test_slow_watcher_is_dropped_and_delays_no_one(base_url: str, settings: Settings) -> None:

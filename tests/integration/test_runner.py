@@ -7,8 +7,10 @@ import uuid
 
 import pytest
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
-from shared.db.engine import SessionFactory
+from shared.db.engine import SessionFactory, create_engine, create_session_factory
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.jobs.context import JobContext
@@ -44,6 +46,10 @@ async def slow_to_stop(ctx: JobContext, params: Nothing) -> Text:
     return Text(text="never")
 
 
+async def fine(ctx: JobContext, params: Nothing) -> Text:
+    return Text(text="ok")
+
+
 async def nul_result(ctx: JobContext, params: Nothing) -> Text:
     ctx.progress(1, 2, "half\x00way")
     return Text(text="bad\x00byte")
@@ -67,6 +73,7 @@ REGISTRY = Registry(
         kind("raises_late", raises_late),
         kind("slow_to_stop", slow_to_stop, 0.5),
         kind("nul_result", nul_result),
+        kind("fine", fine),
     ]
 )
 
@@ -126,3 +133,35 @@ async def test_a_result_postgres_cannot_store_fails_the_job(
     final = await stored(sessions, job.id)
     assert final.status == "failed" and final.error and "cannot be stored" in final.error["message"]
     assert final.progress is not None and final.progress["message"] == "halfway"
+
+
+REFUSE_DELIVERIES = [
+    "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+    " AS $$ BEGIN RAISE EXCEPTION 'deliveries refused'; END $$",
+    "CREATE TRIGGER refuse BEFORE INSERT ON webhook_deliveries"
+    " FOR EACH ROW EXECUTE FUNCTION refuse()",
+]
+
+
+async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
+    settings: Settings, own_database: str, subject: str
+) -> None:
+    engine = create_engine(settings.model_copy(update={"database_url": own_database}))
+    sessions = create_session_factory(engine)
+    try:
+        async with engine.begin() as connection:
+            for statement in REFUSE_DELIVERIES:
+                await connection.execute(text(statement))
+        job = await submit(sessions, subject, "fine")
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE jobs SET webhook_url = 'https://example.com/hook' WHERE id = :id"),
+                {"id": job.id},
+            )
+        with pytest.raises(DBAPIError, match="deliveries refused"):
+            await Runner(sessions, REGISTRY, settings).run(job.id)
+        # The end and its delivery are one transaction: without the delivery, no end either.
+        final = await stored(sessions, job.id)
+        assert final.status == "running" and final.finished_at is None
+    finally:
+        await engine.dispose()

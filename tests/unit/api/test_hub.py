@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from api.hub import Subscription, Wire
+from api.hub import Quiet, Subscription, Wire
 from shared.events import JobEvent
 from shared.jobs.service import Principal
 from shared.jobs.states import JobStatus
@@ -25,29 +25,29 @@ def wire(seq: int) -> Wire:
 
 async def test_a_new_subscription_is_quiet_only_after_a_whole_round() -> None:
     subscription = Subscription(Principal("someone"), None, size=4)
-    subscription.idle_round()  # it subscribed during this period
+    subscription.idle_round(1.0)  # it subscribed during this period
     assert subscription.queue.empty()
-    subscription.idle_round()
-    assert await asyncio.wait_for(subscription.next(), 1) is None
+    subscription.idle_round(1.0)
+    assert await asyncio.wait_for(subscription.next(), 1) == Quiet(1.0)
 
 
 async def test_an_event_in_the_period_keeps_it_from_being_quiet() -> None:
     subscription = Subscription(Principal("someone"), None, size=4)
-    subscription.idle_round()
+    subscription.idle_round(1.0)
     event = wire(1)
     subscription.offer(event)
-    subscription.idle_round()
+    subscription.idle_round(1.0)
     assert await asyncio.wait_for(subscription.next(), 1) is event
     assert subscription.queue.empty()
-    subscription.idle_round()
-    assert await asyncio.wait_for(subscription.next(), 1) is None
+    subscription.idle_round(1.0)
+    assert await asyncio.wait_for(subscription.next(), 1) == Quiet(1.0)
 
 
 async def test_a_watcher_with_events_waiting_is_not_told_it_is_quiet() -> None:
     subscription = Subscription(Principal("someone"), None, size=4)
-    subscription.idle_round()
+    subscription.idle_round(1.0)
     event = wire(1)
     subscription.queue.put_nowait(event)  # waiting since before the round
-    subscription.idle_round()
+    subscription.idle_round(1.0)
     assert await asyncio.wait_for(subscription.next(), 1) is event
     assert subscription.queue.empty()
