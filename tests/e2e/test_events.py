@@ -306,10 +306,14 @@ async def test_slow_watcher_is_dropped_and_delays_no_one(base_url: str, settings
     finally:
         slow.close()
     assert closed, f"the server kept a client that read nothing ({len(received)} bytes sent)"
-    # Its close frame, 1013 "try again later", when there was room left to send it.
+    # Its close frame, when there was room left to send it: 1013 "try again later" once a send
+    # blocked, or uvicorn's 1011 when the client stopped answering its pings first (every
+    # 20 s, 20 s to answer: on a slow machine the kernel's buffers can take longer to fill).
     close = received.rfind(b"\x88")
     if close >= 0 and close + 4 <= len(received) and received[close + 1] < 126:
-        assert received[close + 2 : close + 4] == (1013).to_bytes(2, "big")
+        code = int.from_bytes(received[close + 2 : close + 4], "big")
+        reason = received[close + 4 : close + 2 + received[close + 1]].decode(errors="replace")
+        assert code == 1013 or (code, reason) == (1011, "keepalive ping timeout"), (code, reason)
 
 
 async def test_watchers_survive_the_hub_losing_redis(
