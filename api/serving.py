@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 from uvicorn_worker import UvicornWorker
 
 # No permessage-deflate on event streams: jobq's events are a few hundred bytes of JSON, and a
-# compressor per socket cost a third of the CPU of a fan-out and about 40 KB of memory a socket.
+# compressor per socket cost about a quarter of a fan-out's CPU per message (6,011 -> 8,213
+# msg/s to 1,000 watchers without it) and about 37 KB of memory a socket.
 OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
 # The same, as uvicorn's command line takes them.
 FLAGS = [

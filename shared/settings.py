@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     # Off: a "SELECT 1" before every checkout cost more than the query it guarded. A connection
     # that died (Postgres restarted) fails its first statement instead, which invalidates the
-    # whole pool at once; that one request gets 503 and job writes retry.
+    # whole pool at once; the requests already on a dead connection get 503, job writes retry.
     database_pre_ping: bool = False
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
