@@ -96,7 +96,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         events=events,
         hub=hub,
         reader=JobReader(sessions),
-        ratelimiter=RateLimiter(redis, settings.redis_url, settings.rate_limit),
+        ratelimiter=RateLimiter(redis, settings.rate_limit),
         streams=StreamCounter(redis, settings.ws_max_per_subject),
         process_metrics=app.state.process_metrics,
         metrics=SharedMetrics(redis, sessions, celery, settings),

@@ -42,6 +42,14 @@ def event_stream(job_id: object) -> str:
 # A hash of job counters and histogram buckets, written by whoever makes a job's transition
 # (API or worker) and read by every API's /metrics: the same figures from any process.
 JOB_METRICS = "jobq:metrics:jobs"
+
+
+def rate_limit_keys(subject: str, window_ms: int) -> tuple[str, str]:
+    """A subject's request counters for a rate-limit window: the previous one, the current."""
+    base = f"jobq:ratelimit:{window_ms}:{subject}"
+    return f"{base}:previous", f"{base}:current"
+
+
 # A sorted set of live workers: member = Celery node name, score = time of its last heartbeat.
 WORKERS = "jobq:workers"
 

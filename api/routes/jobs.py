@@ -78,7 +78,13 @@ class Launch:
         return JobOut.model_validate(job)
 
 
-LaunchDep = Annotated[Launch, Depends()]
+async def get_launch(
+    session: SessionDep, services: ServicesDep, background: BackgroundTasks, response: Response
+) -> Launch:
+    return Launch(session, services, background, response)  # async: no thread hop (api/deps.py)
+
+
+LaunchDep = Annotated[Launch, Depends(get_launch)]
 
 
 @router.post(

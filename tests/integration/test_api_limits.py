@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from api.main import create_app
+from api.ratelimit import RateLimiter
+from cli.servers import free_port
+from shared.errors import TooManyRequests
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.conftest import auth
@@ -49,3 +54,47 @@ async def test_active_jobs_over_the_quota_get_429(
         for _ in range(4)
     ]
     assert codes == [202, 202, 202, 429]
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_concurrent_hits_share_round_trips_and_each_is_decided_in_turn(
+    redis: Redis, subject: str
+) -> None:
+    limiter = RateLimiter(redis, "5/minute")
+    answers = await asyncio.gather(
+        *(limiter.hit(subject) for _ in range(20)), return_exceptions=True
+    )
+    allowed = [answer for answer in answers if isinstance(answer, dict)]
+    assert len(allowed) == 5
+    assert all(isinstance(answer, TooManyRequests) for answer in answers if answer not in allowed)
+    # Each allowed hit saw what the ones before it left.
+    left = sorted(int(answer["RateLimit"].split(";r=")[1].split(";")[0]) for answer in allowed)
+    assert left == [0, 1, 2, 3, 4]
+    assert limiter.round_trips <= 2
+    with pytest.raises(TooManyRequests):  # the window holds across batches
+        await limiter.hit(subject)
+
+
+async def test_a_forgotten_script_is_loaded_again_and_the_hit_counted(
+    redis: Redis, subject: str
+) -> None:
+    limiter = RateLimiter(redis, "2/minute")
+    await redis.script_flush()
+    await asyncio.gather(limiter.hit(subject), limiter.hit(subject))
+    with pytest.raises(TooManyRequests):
+        await limiter.hit(subject)
+
+
+async def test_hits_are_let_through_while_redis_is_unreachable(subject: str) -> None:
+    unreachable = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    limiter = RateLimiter(unreachable, "1/minute")
+    try:
+        assert list(await asyncio.gather(limiter.hit(subject), limiter.hit(subject))) == [{}, {}]
+    finally:
+        await unreachable.aclose()
