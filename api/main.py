@@ -120,6 +120,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _bounded("events hub", hub.stop())
         await _bounded("redis", redis.aclose())
         app.state.services.metrics.close()
+        await _bounded("broker", dispatcher.publisher.aclose())
         await asyncio.to_thread(celery.close)
         await _bounded("database", engine.dispose())
 

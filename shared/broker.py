@@ -10,14 +10,19 @@ several queues there takes from them in no set order.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 from kombu.entity import Queue
 from pydantic import BaseModel
+from redis.asyncio import Redis
 
 from shared.jobs.states import Priority
 from shared.keys import (
@@ -124,8 +129,96 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
+class RedisWire:
+    """Run-job messages written straight to a Redis broker, as kombu would write them.
+
+    On Redis, a Celery message is a JSON envelope (protocol 2: headers naming the task, the
+    body base64-encoded) pushed onto the list named after its queue; workers take it from
+    there with BRPOP. Made here, a batch of them is one LPUSH per queue in one pipeline on the
+    event loop: no thread hop, no per-message kombu producer. Kept identical to what
+    `send_task` writes by tests/integration/test_broker.py, which compares the two.
+    """
+
+    def __init__(self, url: str, reply_to: str) -> None:
+        self.url = url
+        self.reply_to = reply_to
+        self.origin = anon_nodename()
+        self._redis: Redis | None = None
+
+    @staticmethod
+    def handles(celery: Celery) -> bool:
+        """Whether the broker is a plain Redis URL this client can reach the same way."""
+        url = str(celery.conf.broker_url or "")
+        return url.split("://", 1)[0] in ("redis", "rediss") and not celery.conf.get(
+            "broker_transport_options", {}
+        ).get("global_keyprefix")
+
+    def message(self, task: str, kwargs: dict[str, Any], queue: str, time_limit: float) -> bytes:
+        task_id = str(uuid.uuid4())
+        embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+        body = json.dumps([[], kwargs, embed]).encode()
+        envelope = {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": task,
+                "id": task_id,
+                "shadow": None,
+                "eta": None,
+                "expires": None,
+                "group": None,
+                "group_index": None,
+                "retries": 0,
+                "timelimit": [time_limit, None],
+                "root_id": task_id,
+                "parent_id": None,
+                "argsrepr": "()",
+                "kwargsrepr": repr(kwargs),
+                "origin": self.origin,
+                "ignore_result": None,
+                "replaced_task_nesting": 0,
+                "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": self.reply_to,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+        return json.dumps(envelope).encode()
+
+    async def push(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """LPUSH each (queue, message), in order within each queue, in one round trip."""
+        if self._redis is None:
+            self._redis = Redis.from_url(
+                self.url,
+                socket_timeout=BROKER_IO_TIMEOUT,
+                socket_connect_timeout=BROKER_IO_TIMEOUT,
+            )
+        by_queue: dict[str, list[bytes]] = defaultdict(list)
+        for queue, message in messages:
+            by_queue[queue].append(message)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for queue, queued in by_queue.items():
+                pipe.lpush(queue, *queued)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+
 class Publisher:
-    """Sends run-job messages. Blocking kombu calls run in a thread, off the event loop."""
+    """Sends run-job messages. Blocking kombu calls run in a thread, off the event loop; on
+    Redis, batches of run-job messages go over RedisWire instead."""
 
     # Past the job's own timeout and grace, Celery's parent process kills the child: a
     # backstop for a handler that blocks the child's event loop so it cannot stop itself.
@@ -138,6 +231,14 @@ class Publisher:
         # False from a failed publish until a publish or a probe succeeds: while it is false
         # the API refuses heavy jobs (503) rather than accept what it cannot send.
         self.healthy = True
+        self.wire = (
+            RedisWire(str(celery.conf.broker_url), celery.thread_oid)
+            if RedisWire.handles(celery)
+            else None
+        )
+
+    def time_limit(self, job_timeout: float) -> float:
+        return job_timeout + self.grace + self.HARD_LIMIT_MARGIN
 
     def send(
         self, job_id: uuid.UUID, priority: str, job_timeout: float, producer: Any = None
@@ -147,7 +248,7 @@ class Publisher:
             self.celery.send_task(
                 RUN_JOB_TASK,
                 kwargs=message.model_dump(mode="json"),
-                time_limit=job_timeout + self.grace + self.HARD_LIMIT_MARGIN,
+                time_limit=self.time_limit(job_timeout),
                 producer=producer,
                 **self.route(priority),
             )
@@ -208,5 +309,30 @@ class Publisher:
         return []
 
     async def publish_many(self, jobs: Sequence[Sendable]) -> list[uuid.UUID]:
-        """send_many in one thread hop."""
-        return await asyncio.to_thread(self.send_many, jobs)
+        """send_many, over RedisWire on Redis, else in one thread hop."""
+        if self.wire is None:
+            return await asyncio.to_thread(self.send_many, jobs)
+        messages = [
+            (
+                queue_for(job.priority),
+                self.wire.message(
+                    RUN_JOB_TASK,
+                    RunJobMessage(job_id=job.id).model_dump(mode="json"),
+                    queue_for(job.priority),
+                    self.time_limit(job.timeout_seconds),
+                ),
+            )
+            for job in jobs
+        ]
+        try:
+            await self.wire.push(messages)
+        except Exception as exc:
+            self.healthy = False
+            log.warning("could not publish %d job(s) (%s); will retry", len(jobs), exc)
+            return [job.id for job in jobs]
+        self.healthy = True
+        return []
+
+    async def aclose(self) -> None:
+        if self.wire is not None:
+            await self.wire.aclose()

@@ -1,0 +1,98 @@
+"""RedisWire writes the message Celery's own send_task writes, onto the same list."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from cli.servers import free_port
+from shared.broker import Publisher, RedisWire, create_celery
+from shared.keys import queue_for
+from shared.settings import Settings
+
+
+@dataclass
+class FakeJob:
+    id: uuid.UUID
+    priority: str
+    timeout_seconds: float
+
+
+def _popped(client: Redis, queue: str) -> dict[str, Any]:
+    raw = client.rpop(queue)
+    assert isinstance(raw, bytes), f"nothing on {queue}"
+    message: dict[str, Any] = json.loads(raw)
+    message["body"] = json.loads(base64.b64decode(message["body"]))
+    return message
+
+
+def _without_ids(message: dict[str, Any]) -> dict[str, Any]:
+    """The message, less what is new for every message (the task id, the delivery tag)."""
+    task_id = message["headers"]["id"]
+    assert message["headers"]["root_id"] == message["properties"]["correlation_id"] == task_id
+    headers = {k: v for k, v in message["headers"].items() if k not in ("id", "root_id")}
+    properties = {
+        k: v
+        for k, v in message["properties"].items()
+        if k not in ("correlation_id", "delivery_tag")
+    }
+    return {**message, "headers": headers, "properties": properties}
+
+
+async def test_the_wire_message_is_what_send_task_writes(own_broker: Settings) -> None:
+    publisher = Publisher(create_celery(own_broker), own_broker.cancel_grace_seconds)
+    assert publisher.wire is not None
+    client = Redis.from_url(own_broker.effective_broker_url)
+    try:
+        for priority in ("high", "normal", "low"):
+            job = FakeJob(uuid.uuid4(), priority, 30.0)
+            assert publisher.send_many([job]) == []  # through kombu
+            assert await publisher.publish_many([job]) == []  # through the wire
+            queue = queue_for(priority)
+            assert client.llen(queue) == 2
+            by_kombu, by_wire = _popped(client, queue), _popped(client, queue)
+            assert by_wire["headers"]["id"] != by_kombu["headers"]["id"]
+            assert _without_ids(by_wire) == _without_ids(by_kombu)
+            assert by_wire["body"][1] == {"job_id": str(job.id)}
+    finally:
+        await publisher.aclose()
+        client.close()
+
+
+async def test_a_batch_keeps_its_order_within_each_queue(own_broker: Settings) -> None:
+    publisher = Publisher(create_celery(own_broker), own_broker.cancel_grace_seconds)
+    jobs = [FakeJob(uuid.uuid4(), ("normal", "high")[i % 2], 10.0) for i in range(6)]
+    client = Redis.from_url(own_broker.effective_broker_url)
+    try:
+        assert await publisher.publish_many(jobs) == []
+        for priority in ("normal", "high"):
+            sent = [str(job.id) for job in jobs if job.priority == priority]
+            popped = [_popped(client, queue_for(priority))["body"][1]["job_id"] for _ in sent]
+            assert popped == sent  # BRPOP takes from the right: first in, first out
+    finally:
+        await publisher.aclose()
+        client.close()
+
+
+async def test_an_unreachable_broker_fails_the_batch_and_marks_it_unhealthy(
+    settings: Settings,
+) -> None:
+    down = settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    publisher = Publisher(create_celery(down), down.cancel_grace_seconds)
+    jobs = [FakeJob(uuid.uuid4(), "normal", 10.0) for _ in range(3)]
+    try:
+        assert await publisher.publish_many(jobs) == [job.id for job in jobs]
+        assert not publisher.healthy
+    finally:
+        await publisher.aclose()
+
+
+def test_only_plain_redis_urls_take_the_wire(settings: Settings) -> None:
+    amqp = settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:5672//"})
+    assert RedisWire.handles(create_celery(settings))
+    assert not RedisWire.handles(create_celery(amqp))
