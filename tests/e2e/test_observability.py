@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from cli.processes import flower_argv, flower_env
 from cli.servers import free_port
 from shared.settings import Settings
 from shared.tokens import issue_token
@@ -219,3 +221,54 @@ def test_metrics_add_up_across_gunicorn_workers(
         found = samples(scrape.text)
         assert found[health] == before + 60
     assert json_lines(api.log())
+
+
+def test_flower_sees_every_job_though_workers_start_without_task_events(
+    own_broker: Settings, servers: Servers, subject: str
+) -> None:
+    """Workers send no Celery task events until asked; Flower asks (enable_events) when it
+    starts, and from then on shows each job's task."""
+    logs = servers.tmp / "logs"
+    settings = own_broker.model_copy(
+        update={"flower_port": free_port(), "flower_password": SecretStr("flower-test-password")}
+    )
+    assert not settings.worker_task_events
+    api = start_api(settings, free_port(), logs)
+    worker = start_worker(settings, logs, name="flowerless")
+    flower = Managed(
+        "flower",
+        flower_argv(settings),
+        {**child_env(settings), **flower_env(settings)},
+        logs / f"flower-{settings.flower_port}.log",
+    ).start()
+    flower_url = f"http://127.0.0.1:{settings.flower_port}"
+    auth = ("admin", "flower-test-password")
+    try:
+        base = api.command[api.command.index("--port") + 1]
+        headers = {"Authorization": f"Bearer {issue_token(settings, subject)}"}
+        body = {"kind": "sleep", "params": {"seconds": 0.1}}
+        deadline = time.monotonic() + 60
+        seen: set[str] = set()
+        ids: set[str] = set()
+        while time.monotonic() < deadline:
+            flower.check_alive()
+            # One job a second, until Flower has shown three of them run.
+            answer = httpx.post(f"http://127.0.0.1:{base}/jobs", json=body, headers=headers)
+            assert answer.status_code == 202, answer.text
+            ids.add(answer.json()["id"])
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                tasks = httpx.get(f"{flower_url}/api/tasks", auth=auth, timeout=2).json()
+                seen = {
+                    match
+                    for task in tasks.values()
+                    if task["name"] == "jobq.run_job" and task["state"] == "SUCCESS"
+                    for match in UUID.findall(str(task.get("kwargs")))
+                }
+            if len(seen & ids) >= 3:
+                break
+            time.sleep(1)
+        assert len(seen & ids) >= 3, f"Flower showed {seen}, jobs were {ids}"
+    finally:
+        flower.stop()
+        worker.stop()
+        api.stop()
