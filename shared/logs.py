@@ -33,11 +33,16 @@ QUERY_TOKEN = re.compile(r"([?&](?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
 CREDENTIALS = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
 REDACTED = "[redacted]"
+# What each of those starts with: one search that finds none of them spares the three rewrites
+# (most strings logged hold no credential; this is a third of the cost of a line otherwise).
+SUSPECT = re.compile(r"token=|basic|bearer|eyJ", re.IGNORECASE)
 # Libraries that log every outgoing request's full URL at INFO: webhook URLs often hold secrets.
 QUIETED_LOGGERS = ("httpx", "httpcore")
 
 
 def redact(text: str) -> str:
+    if SUSPECT.search(text) is None:
+        return text
     text = QUERY_TOKEN.sub(r"\1" + REDACTED, text)
     text = CREDENTIALS.sub(r"\1 " + REDACTED, text)
     return JWT.sub(REDACTED, text)
