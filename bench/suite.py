@@ -319,6 +319,9 @@ def heavy(
             check=at_least(0.70, "heavy lane raw Celery"),
         )
         results.add(f"{name}: submissions", "req/s", args.jobs / sent["seconds"])
+        results.add(
+            f"{name}: submitter CPU", "% of a core", 100 * sent["cpu_seconds"] / sent["seconds"]
+        )
         results.add("worker RSS under load (jobq, 2 children)", "MB", worker_peak.peak / MB)
         print(f"  {name} run {number + 1}: {rate:,.0f} jobs/s ({args.jobs} jobs)", flush=True)
     return problems
