@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import Any
 
 import httpx
 import pytest
@@ -14,16 +15,18 @@ from tests.conftest import auth
 pytestmark = pytest.mark.e2e
 
 
+def submit(base_url: str, token: str, count: int, concurrency: int, body: str) -> Any:
+    """Run the submitter; its report."""
+    command = [sys.executable, "-m", "bench.submit", base_url, token, str(count)]
+    out = subprocess.run(
+        [*command, str(concurrency), body], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def test_the_submitter_makes_exactly_the_jobs_it_reports(base_url: str, token: str) -> None:
     body = json.dumps({"kind": "echo", "params": {"message": "bench"}, "delay_seconds": 3600})
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.submit", base_url, token, "45", "4", body],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    report = json.loads(out.strip().splitlines()[-1])
+    report = submit(base_url, token, 45, 4, body)
     assert (report["accepted"], report["errors"]) == (45, 0)
     assert report["seconds"] > 0 and report["cpu_seconds"] >= 0
     listed = httpx.get(f"{base_url}/jobs?limit=100", headers=auth(token), timeout=10).json()
@@ -33,12 +36,5 @@ def test_the_submitter_makes_exactly_the_jobs_it_reports(base_url: str, token: s
 
 def test_the_submitter_counts_refusals_as_errors(base_url: str) -> None:
     body = json.dumps({"kind": "echo", "params": {"message": "bench"}})
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.submit", base_url, "not-a-token", "6", "2", body],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    report = json.loads(out.strip().splitlines()[-1])
+    report = submit(base_url, "not-a-token", 6, 2, body)
     assert (report["accepted"], report["errors"]) == (0, 6)
