@@ -37,7 +37,10 @@ REDACTED = "[redacted]"
 # (most strings logged hold no credential; this is a third of the cost of a line otherwise).
 SUSPECT = re.compile(r"token=|basic|bearer|eyJ", re.IGNORECASE)
 # Libraries that log every outgoing request's full URL at INFO: webhook URLs often hold secrets.
-QUIETED_LOGGERS = ("httpx", "httpcore")
+# And Celery's line per task received and per task ended: jobq's runner logs each attempt's
+# start and end with the job's id, kind and request id; Celery's add only its own task id, at
+# a seventh of the worker's parent process's time (see README, Performance).
+QUIETED_LOGGERS = ("httpx", "httpcore", "celery.worker.strategy", "celery.app.trace")
 
 
 def redact(text: str) -> str:
