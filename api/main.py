@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Coroutine
@@ -46,6 +47,12 @@ from shared.settings import Settings, load_settings
 log = logging.getLogger("jobq.api")
 
 SHUTDOWN_STEP = 5.0
+# With 1,000 WebSockets open, each collection of the oldest generation took 50 to 200 ms: a
+# pause that every watcher waiting for an event sees (bench/fanout.py, publish -> receive p99
+# 192 ms). Once the process has started, what start-up made (modules, schemas, the app) is
+# moved out of the collector's sight, and the youngest generation is collected every 10,000
+# allocations rather than 700, so fewer short-lived objects age into the oldest (p99 35 ms).
+GC_THRESHOLDS = (10_000, 10, 10)
 STATIC = Path(__file__).parent / "static"
 # A Host header fit to name in the dashboard's Content-Security-Policy.
 HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$")
@@ -108,6 +115,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     pruning = asyncio.create_task(
         Pruner(sessions, registry, settings, redis).run_forever(), name="jobq-pruner"
     )
+    if app.state.tune_gc:
+        settle_gc()
     try:
         yield
     finally:
@@ -125,6 +134,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _bounded("database", engine.dispose())
 
 
+def settle_gc() -> None:
+    """Freeze what start-up left alive and collect the young less often (see GC_THRESHOLDS)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 async def _bounded(
     name: str, step: Coroutine[Any, Any, None], limit: float = SHUTDOWN_STEP
 ) -> None:
@@ -140,6 +156,7 @@ async def _bounded(
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. Called with no settings, it is the process's entry point (uvicorn's or
     Gunicorn's factory): it loads the settings and configures logging."""
+    entry_point = settings is None
     if settings is None:
         settings = load_settings()
         configure_logging(settings.log_level, settings.effective_log_format)
@@ -150,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Only in a server process of its own: tests build many apps in one interpreter.
+    app.state.tune_gc = entry_point
     redaction.install()
     app.state.process_metrics = ProcessMetrics()
     # Event streams (text/event-stream) are never compressed: each event must leave at once.
