@@ -26,7 +26,6 @@ from api.hub import Hub
 from api.limits import BodyLimitMiddleware
 from api.metrics import ProcessMetrics, SharedMetrics
 from api.middleware import RequestContextMiddleware
-from api.profiling import ProfilingMiddleware
 from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds, metrics, stats
@@ -199,6 +198,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     if settings.profiling:
+        from api.profiling import ProfilingMiddleware  # pyinstrument, only when it is on
+
         app.add_middleware(ProfilingMiddleware, settings=settings)
     # Added last, so outermost: every response, refusals included, carries the request id.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.process_metrics.http)

@@ -18,7 +18,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,6 +93,8 @@ class WebhookSender:
             )
         except RefusedTarget as exc:
             return await self._record(delivery, None, str(exc), final=True)
+        import httpx  # here: only workers send webhooks, and the API is spared its 3.6 MB
+
         timeout = httpx.Timeout(
             self.settings.webhook_timeout, connect=min(3.0, self.settings.webhook_timeout)
         )
