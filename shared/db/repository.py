@@ -7,6 +7,7 @@ on without us, and `StaleAttempt` is raised rather than anything being overwritt
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,49 @@ JOBS_TABLE = Job.metadata.tables[Job.__tablename__]
 JOB_COLUMNS = tuple(column.key for column in JOBS_TABLE.columns)
 # A Core insert (no ORM bookkeeping), executed with one parameter set per job.
 INSERT_JOBS = insert(JOBS_TABLE)
+
+# A condition that is always true and, evaluated, turns synchronous_commit off for the rest of
+# its transaction: a statement run on its own (autocommit) then commits without waiting for
+# its WAL to reach the disk (0.31 -> 0.16 ms an UPDATE on this machine's Postgres; more on
+# slower disks). Only for writes whose loss in a Postgres
+# crash is harmless: a claim (the job is queued again and re-run) and progress. Neither can be
+# lost behind a durable commit that follows it, such as the attempt's end: WAL is flushed in
+# order.
+UNFLUSHED_SQL = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+UNFLUSHED = text(UNFLUSHED_SQL)
+
+# The attempt's hot path as plain SQL, for autocommit sessions (see `_plain`): a
+# claim, its progress and its end, each one statement sent as it is, past the ORM (which
+# cost about 1 ms of Python a statement, three times the query's own 0.3 ms). The quick lane's
+# POST -> succeeded event went from 11.4-11.9 to 10.0-10.2 ms (p50, one API process).
+CLAIM_SQL = f"""
+UPDATE jobs SET status = 'running', seq = seq + 1, attempts = attempts + 1,
+    started_at = $2, finished_at = NULL, lease_expires_at = $3
+WHERE id = $1 AND status = 'queued' AND {UNFLUSHED_SQL}
+RETURNING *
+"""
+FINISH_SQL = """
+UPDATE jobs SET status = $3, seq = seq + 1, finished_at = $4, result = $5::jsonb,
+    error = $6::jsonb, lease_expires_at = NULL, progress = COALESCE($7::jsonb, progress)
+WHERE id = $1 AND status = 'running' AND attempts = $2
+RETURNING *
+"""
+PULSE_SQL = f"""
+UPDATE jobs SET progress = COALESCE($3::jsonb, progress),
+    seq = seq + CASE WHEN $3::jsonb IS NULL THEN 0 ELSE 1 END,
+    lease_expires_at = COALESCE($4::timestamptz, lease_expires_at)
+WHERE id = $1 AND status = 'running' AND attempts = $2 AND {UNFLUSHED_SQL}
+RETURNING cancel_requested, seq
+"""
+
+
+NOT_SINGLE = "not a single-statement session"
+
+
+def _json(value: Any) -> str:
+    """A JSONB parameter as the ORM writes it (None is JSON null, as the JSON type stores it)."""
+    return json.dumps(value)
+
 
 # Each owner's active jobs, counted on the partial index ix_jobs_owner_active, up to :cap.
 ACTIVE_COUNTS = text(
@@ -52,6 +96,17 @@ class Pulse:
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def _plain(self, sql: str, *params: Any) -> Any:
+        """In an autocommit session (`single_statements`), run `sql` as it is and return its
+        row (None if none matched); the string NOT_SINGLE in a transaction, which the ORM
+        must keep driving. Errors come as SQLAlchemy's, a dead connection is discarded."""
+        connection = await self.session.connection()
+        options = connection.sync_engine.get_execution_options()
+        if options.get("isolation_level") != "AUTOCOMMIT":
+            return NOT_SINGLE
+        result = await connection.exec_driver_sql(sql, params)
+        return result.mappings().one_or_none()
 
     async def add(self, job: Job) -> Job:
         self.session.add(job)
@@ -106,11 +161,14 @@ class JobRepository:
         *,
         attempt: int | None = None,
         unless_cancelled: bool = False,
+        unflushed: bool = False,
         **values: Any,
     ) -> Job:
         if not can_transition(expected, target):
             raise ValueError(f"illegal transition {expected} -> {target}")
         query = update(Job).where(Job.id == job_id, Job.status == expected.value)
+        if unflushed:
+            query = query.where(UNFLUSHED)
         if attempt is not None:
             query = query.where(Job.attempts == attempt)
         if unless_cancelled:
@@ -141,11 +199,18 @@ class JobRepository:
         return job
 
     async def claim(self, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Job:
-        """queued -> running as a new attempt, holding a lease. Of racing claimers one wins."""
+        """queued -> running as a new attempt, holding a lease. Of racing claimers one wins.
+        Its commit does not wait for the disk (see UNFLUSHED)."""
+        row = await self._plain(CLAIM_SQL, job_id, now, lease_until)
+        if row is None:
+            raise StaleAttempt(f"job {job_id}: expected queued")
+        if row is not NOT_SINGLE:
+            return Job(**row)
         return await self._transition(
             job_id,
             JobStatus.QUEUED,
             JobStatus.RUNNING,
+            unflushed=True,
             attempts=Job.attempts + 1,
             started_at=now,
             finished_at=None,
@@ -171,6 +236,24 @@ class JobRepository:
         }
         if progress is not None:
             values["progress"] = progress
+        if not can_transition(JobStatus.RUNNING, target):
+            raise ValueError(f"illegal transition running -> {target}")
+        row = await self._plain(
+            FINISH_SQL,
+            job_id,
+            attempt,
+            target.value,
+            now,
+            _json(result),
+            _json(error),
+            None if progress is None else _json(progress),
+        )
+        if row is None:
+            raise StaleAttempt(f"job {job_id}: expected running (attempt {attempt})")
+        if row is not NOT_SINGLE:
+            # One statement only: an end with a webhook is written in a transaction.
+            assert not row["webhook_url"], "an end with a webhook needs a transaction"
+            return Job(**row)
         return await self._transition(job_id, JobStatus.RUNNING, target, attempt=attempt, **values)
 
     async def requeue(
@@ -244,8 +327,14 @@ class JobRepository:
     ) -> Pulse | None:
         """Store progress and renew the lease (each when given); read the cancel flag.
 
-        Returns None when the attempt no longer owns the job.
+        Returns None when the attempt no longer owns the job. Commits without waiting for the disk
+        (see UNFLUSHED): a lost progress report is written again or overtaken by the end.
         """
+        if progress is not None or lease_until is not None:
+            encoded = None if progress is None else _json(progress)
+            row = await self._plain(PULSE_SQL, job_id, attempt, encoded, lease_until)
+            if row is not NOT_SINGLE:
+                return None if row is None else Pulse(row["cancel_requested"], row["seq"])
         fenced = (
             Job.id == job_id,
             Job.status == JobStatus.RUNNING.value,
@@ -261,7 +350,7 @@ class JobRepository:
         else:
             query = (
                 update(Job)
-                .where(*fenced)
+                .where(*fenced, UNFLUSHED)
                 .values(**values)
                 .returning(Job.cancel_requested, Job.seq)
                 .execution_options(synchronize_session=False)

@@ -7,10 +7,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from shared.db.engine import SessionFactory
+from shared.db.engine import SessionFactory, single_statements
 from shared.db.models import Job
-from shared.db.repository import JobRepository
+from shared.db.repository import NOT_SINGLE, JobRepository
 from shared.errors import StaleAttempt
 from shared.jobs.registry import load_registry
 from shared.jobs.schemas import JobSubmission
@@ -163,3 +165,75 @@ async def test_pages_stay_correct_while_jobs_arrive(sessions: SessionFactory, su
         if cursor is None:
             break
     assert seen == expected
+
+
+async def _synchronous_commit(session: AsyncSession) -> str:
+    return str(await session.scalar(text("SHOW synchronous_commit")))
+
+
+async def test_claims_and_progress_commit_without_waiting_for_the_disk_and_ends_do(
+    sessions: SessionFactory, subject: str
+) -> None:
+    """Seen from inside each statement's transaction: the claim and a progress write turn
+    synchronous_commit off for their own commit; the end leaves it on."""
+    job = await make_job(sessions, subject)
+    now = datetime.now(UTC)
+    async with sessions.begin() as session:
+        jobs = JobRepository(session)
+        assert await _synchronous_commit(session) == "on"
+        await jobs.claim(job.id, now, now + timedelta(seconds=30))
+        assert await _synchronous_commit(session) == "off"
+    async with sessions.begin() as session:
+        pulse = await JobRepository(session).save_progress(job.id, 1, {"current": 1})
+        assert pulse is not None
+        assert await _synchronous_commit(session) == "off"
+    async with sessions.begin() as session:
+        await JobRepository(session).finish(job.id, 1, JobStatus.SUCCEEDED, now)
+        assert await _synchronous_commit(session) == "on"
+
+
+async def _attempt(sessions: SessionFactory, job_id: uuid.UUID) -> list[tuple[object, ...]]:
+    """Claim, report progress twice (once with a lease), fail a stale end, end: what each
+    step returned."""
+    now = datetime.now(UTC)
+    seen: list[tuple[object, ...]] = []
+
+    def row(job: Job) -> tuple[object, ...]:
+        return (job.status, job.seq, job.attempts, job.progress, job.result, job.error)
+
+    async with sessions.begin() as session:
+        claimed = await JobRepository(session).claim(job_id, now, now + timedelta(seconds=30))
+        seen.append((*row(claimed), claimed.lease_expires_at is not None))
+    for progress, lease in (({"current": 1}, None), (None, now + timedelta(seconds=60))):
+        async with sessions.begin() as session:
+            pulse = await JobRepository(session).save_progress(job_id, 1, progress, lease)
+            seen.append((pulse,))
+    async with sessions.begin() as session:
+        with pytest.raises(StaleAttempt):
+            await JobRepository(session).finish(job_id, 2, JobStatus.SUCCEEDED, now)
+    async with sessions.begin() as session:
+        ended = await JobRepository(session).finish(
+            job_id, 1, JobStatus.SUCCEEDED, now, result={"ok": True}, progress={"current": 2}
+        )
+        seen.append((*row(ended), ended.lease_expires_at is None))
+    async with sessions.begin() as session:
+        stored = await JobRepository(session).get(job_id)
+        assert stored is not None
+        seen.append(row(stored))
+    return seen
+
+
+async def test_single_statements_take_the_plain_sql_path_with_the_same_outcomes(
+    sessions: SessionFactory, subject: str
+) -> None:
+    """Autocommit sessions send claims, progress and ends straight to asyncpg; transactions go
+    through the ORM. Both must leave and return exactly the same."""
+    single = single_statements(sessions)
+    async with single.begin() as session:
+        assert await JobRepository(session)._plain("SELECT 1 AS one") == {"one": 1}
+    async with sessions.begin() as session:
+        assert await JobRepository(session)._plain("SELECT 1 AS one") is NOT_SINGLE
+    by_orm = await _attempt(sessions, (await make_job(sessions, subject)).id)
+    by_sql = await _attempt(single, (await make_job(sessions, subject)).id)
+    assert by_sql == by_orm
+    assert by_orm[-1] == (JobStatus.SUCCEEDED, 4, 1, {"current": 2}, {"ok": True}, None)
