@@ -127,7 +127,9 @@ class RateLimiter:
         return headers
 
     async def _send(self) -> None:
-        """Send what waits, in round trips of one pipeline each, until nothing does."""
+        """Send what waits, in round trips of one pipeline each, until nothing does. Every
+        hit taken is answered, whatever happens: unchecked (let through) if not counted."""
+        batch: list[tuple[str, asyncio.Future[Window | None]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
@@ -135,10 +137,14 @@ class RateLimiter:
                 for (_, future), window in zip(batch, windows, strict=True):
                     if not future.done():
                         future.set_result(window)
+        except Exception:
+            log.exception("rate limit not checked")
         finally:
             self._sending = None
-            for _, future in self._waiting:  # only if this task was cancelled
-                future.cancel()
+            for _, future in [*batch, *self._waiting]:
+                if not future.done():
+                    future.set_result(None)
+            self._waiting = []
 
     async def _count(self, subjects: list[str]) -> list[Window | None]:
         try:
@@ -151,13 +157,18 @@ class RateLimiter:
                 retried = await self._run([subjects[i] for i in again])
                 for i, reply in zip(again, retried, strict=True):
                     replies[i] = reply
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
         except (RedisError, OSError) as exc:
             log.warning("rate limit not checked, Redis unavailable: %s", exc)
             return [None] * len(subjects)
-        return [Window(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in replies]
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:  # one subject's keys broken (e.g. WRONGTYPE): only its hits go unchecked
+            log.warning("rate limit not checked for %d hit(s): %s", len(failed), failed[0])
+        return [
+            None
+            if isinstance(r, Exception)
+            else Window(bool(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+            for r in replies
+        ]
 
     async def _run(self, subjects: list[str]) -> list[Any]:
         """One pipeline of hits; each reply is the script's or the error it met."""

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import httptools
 import uvloop
 
+READ_TIMEOUT = 30.0
+
 
 class Answers:
     """One connection's reading side: the status of each complete response, in order."""
@@ -45,6 +47,8 @@ def prepare(host: str, token: str, body: bytes) -> tuple[bytes, bytes]:
 
 async def submit(base: str, token: str, count: int, concurrency: int, body: str) -> None:
     url = urlsplit(base)
+    if url.scheme != "http" or url.path not in ("", "/"):
+        raise SystemExit(f"BASE_URL must be http://host:port, not {base!r}")
     host, port = url.hostname or "127.0.0.1", url.port or 80
     head, tail = prepare(f"{host}:{port}", token, body.encode())
     left = count
@@ -53,24 +57,34 @@ async def submit(base: str, token: str, count: int, concurrency: int, body: str)
     cpu_started = time.process_time()
 
     async def one_by_one() -> None:
+        """One connection's share; a request that fails (a closed connection, no answer
+        within READ_TIMEOUT) counts as an error and the connection is made again."""
         nonlocal left, accepted, errors
-        reader, writer = await asyncio.open_connection(host, port)
-        answers = Answers()
-        try:
-            while left > 0:
+        while left > 0:
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError:
                 left -= 1
-                writer.write(head + uuid.uuid4().hex.encode() + tail)
-                while answers.done.empty():
-                    data = await reader.read(65536)
-                    if not data:
-                        raise ConnectionError("the API closed the connection")
-                    answers.parser.feed_data(data)
-                if answers.done.get_nowait() == 202:
-                    accepted += 1
-                else:
-                    errors += 1
-        finally:
-            writer.close()
+                errors += 1
+                continue
+            answers = Answers()
+            try:
+                while left > 0:
+                    left -= 1
+                    writer.write(head + uuid.uuid4().hex.encode() + tail)
+                    while answers.done.empty():
+                        data = await asyncio.wait_for(reader.read(65536), READ_TIMEOUT)
+                        if not data:
+                            raise ConnectionError("the API closed the connection")
+                        answers.parser.feed_data(data)
+                    if answers.done.get_nowait() == 202:
+                        accepted += 1
+                    else:
+                        errors += 1
+            except (OSError, TimeoutError, httptools.HttpParserError):
+                errors += 1
+            finally:
+                writer.close()
 
     await asyncio.gather(*(one_by_one() for _ in range(concurrency)))
     report = {

@@ -32,13 +32,14 @@ def api_argv(settings: Settings) -> Argv:
 
 
 def worker_argv(settings: Settings, concurrency: int | None = None) -> Argv:
-    return [
+    argv = [
         sys.executable, "-m", "celery", "-A", "worker.app", "worker",
         "--loglevel", "INFO",
         "-Q", ",".join(QUEUES),
         "--concurrency", str(concurrency or settings.worker_concurrency),
-        "-E",  # task events, which Flower shows
     ]  # fmt: skip
+    # Task events from the start only when asked: Flower turns them on while it runs.
+    return [*argv, "-E"] if settings.worker_task_events else argv
 
 
 def worker_env() -> dict[str, str]:

@@ -23,6 +23,7 @@ from celery.utils.nodenames import anon_nodename
 from kombu.entity import Queue
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.connection import parse_url
 
 from shared.jobs.states import Priority
 from shared.keys import (
@@ -147,11 +148,17 @@ class RedisWire:
 
     @staticmethod
     def handles(celery: Celery) -> bool:
-        """Whether the broker is a plain Redis URL this client can reach the same way."""
+        """Whether the broker is one plain Redis URL that redis-py reads as kombu does (not a
+        list of failover URLs, no kombu-only options, no key prefix)."""
         url = str(celery.conf.broker_url or "")
-        return url.split("://", 1)[0] in ("redis", "rediss") and not celery.conf.get(
-            "broker_transport_options", {}
-        ).get("global_keyprefix")
+        options = celery.conf.get("broker_transport_options", {})
+        if url.split("://", 1)[0] not in ("redis", "rediss") or ";" in url or "?" in url:
+            return False
+        try:
+            parse_url(url)
+        except ValueError:
+            return False
+        return not options.get("global_keyprefix")
 
     def message(self, task: str, kwargs: dict[str, Any], queue: str, time_limit: float) -> bytes:
         task_id = str(uuid.uuid4())

@@ -29,37 +29,31 @@ JOB_COLUMNS = tuple(column.key for column in JOBS_TABLE.columns)
 # A Core insert (no ORM bookkeeping), executed with one parameter set per job.
 INSERT_JOBS = insert(JOBS_TABLE)
 
-# A condition that is always true and, evaluated, turns synchronous_commit off for the rest of
-# its transaction: a statement run on its own (autocommit) then commits without waiting for
-# its WAL to reach the disk (0.31 -> 0.16 ms an UPDATE on this machine's Postgres; more on
-# slower disks). Only for writes whose loss in a Postgres
-# crash is harmless: a claim (the job is queued again and re-run) and progress. Neither can be
-# lost behind a durable commit that follows it, such as the attempt's end: WAL is flushed in
-# order.
-UNFLUSHED_SQL = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-UNFLUSHED = text(UNFLUSHED_SQL)
-
 # The attempt's hot path as plain SQL, for autocommit sessions (see `_plain`): a
 # claim, its progress and its end, each one statement sent as it is, past the ORM (which
 # cost about 1 ms of Python a statement, three times the query's own 0.3 ms). The quick lane's
 # POST -> succeeded event went from 11.4-11.9 to 10.0-10.2 ms (p50, one API process).
+# The columns this code knows, named: a column added by a newer migration is not returned to
+# older code (which could not build a Job from it, after the statement had committed).
+RETURNING_JOB = ", ".join(JOB_COLUMNS)
 CLAIM_SQL = f"""
 UPDATE jobs SET status = 'running', seq = seq + 1, attempts = attempts + 1,
     started_at = $2, finished_at = NULL, lease_expires_at = $3
-WHERE id = $1 AND status = 'queued' AND {UNFLUSHED_SQL}
-RETURNING *
+WHERE id = $1 AND status = 'queued'
+RETURNING {RETURNING_JOB}
 """
-FINISH_SQL = """
+# Without a webhook only: an end with one writes its delivery in the same transaction.
+FINISH_SQL = f"""
 UPDATE jobs SET status = $3, seq = seq + 1, finished_at = $4, result = $5::jsonb,
     error = $6::jsonb, lease_expires_at = NULL, progress = COALESCE($7::jsonb, progress)
-WHERE id = $1 AND status = 'running' AND attempts = $2
-RETURNING *
+WHERE id = $1 AND status = 'running' AND attempts = $2 AND webhook_url IS NULL
+RETURNING {RETURNING_JOB}
 """
-PULSE_SQL = f"""
+PULSE_SQL = """
 UPDATE jobs SET progress = COALESCE($3::jsonb, progress),
     seq = seq + CASE WHEN $3::jsonb IS NULL THEN 0 ELSE 1 END,
     lease_expires_at = COALESCE($4::timestamptz, lease_expires_at)
-WHERE id = $1 AND status = 'running' AND attempts = $2 AND {UNFLUSHED_SQL}
+WHERE id = $1 AND status = 'running' AND attempts = $2
 RETURNING cancel_requested, seq
 """
 
@@ -161,14 +155,11 @@ class JobRepository:
         *,
         attempt: int | None = None,
         unless_cancelled: bool = False,
-        unflushed: bool = False,
         **values: Any,
     ) -> Job:
         if not can_transition(expected, target):
             raise ValueError(f"illegal transition {expected} -> {target}")
         query = update(Job).where(Job.id == job_id, Job.status == expected.value)
-        if unflushed:
-            query = query.where(UNFLUSHED)
         if attempt is not None:
             query = query.where(Job.attempts == attempt)
         if unless_cancelled:
@@ -199,8 +190,7 @@ class JobRepository:
         return job
 
     async def claim(self, job_id: uuid.UUID, now: datetime, lease_until: datetime) -> Job:
-        """queued -> running as a new attempt, holding a lease. Of racing claimers one wins.
-        Its commit does not wait for the disk (see UNFLUSHED)."""
+        """queued -> running as a new attempt, holding a lease. Of racing claimers one wins."""
         row = await self._plain(CLAIM_SQL, job_id, now, lease_until)
         if row is None:
             raise StaleAttempt(f"job {job_id}: expected queued")
@@ -210,7 +200,6 @@ class JobRepository:
             job_id,
             JobStatus.QUEUED,
             JobStatus.RUNNING,
-            unflushed=True,
             attempts=Job.attempts + 1,
             started_at=now,
             finished_at=None,
@@ -249,10 +238,10 @@ class JobRepository:
             None if progress is None else _json(progress),
         )
         if row is None:
-            raise StaleAttempt(f"job {job_id}: expected running (attempt {attempt})")
+            raise StaleAttempt(
+                f"job {job_id}: expected running (attempt {attempt}) without a webhook"
+            )
         if row is not NOT_SINGLE:
-            # One statement only: an end with a webhook is written in a transaction.
-            assert not row["webhook_url"], "an end with a webhook needs a transaction"
             return Job(**row)
         return await self._transition(job_id, JobStatus.RUNNING, target, attempt=attempt, **values)
 
@@ -327,8 +316,7 @@ class JobRepository:
     ) -> Pulse | None:
         """Store progress and renew the lease (each when given); read the cancel flag.
 
-        Returns None when the attempt no longer owns the job. Commits without waiting for the disk
-        (see UNFLUSHED): a lost progress report is written again or overtaken by the end.
+        Returns None when the attempt no longer owns the job.
         """
         if progress is not None or lease_until is not None:
             encoded = None if progress is None else _json(progress)
@@ -350,7 +338,7 @@ class JobRepository:
         else:
             query = (
                 update(Job)
-                .where(*fenced, UNFLUSHED)
+                .where(*fenced)
                 .values(**values)
                 .returning(Job.cancel_requested, Job.seq)
                 .execution_options(synchronize_session=False)

@@ -13,6 +13,7 @@ from api.main import create_app
 from api.ratelimit import RateLimiter
 from cli.servers import free_port
 from shared.errors import TooManyRequests
+from shared.keys import rate_limit_keys
 from shared.settings import Settings
 from shared.tokens import issue_token
 from tests.conftest import auth
@@ -98,3 +99,17 @@ async def test_hits_are_let_through_while_redis_is_unreachable(subject: str) -> 
         assert list(await asyncio.gather(limiter.hit(subject), limiter.hit(subject))) == [{}, {}]
     finally:
         await unreachable.aclose()
+
+
+async def test_a_subject_with_broken_counters_goes_unchecked_alone(
+    redis: Redis, subject: str
+) -> None:
+    limiter = RateLimiter(redis, "1/minute")
+    _, current = rate_limit_keys(f"{subject}-broken", limiter.window_ms)
+    await redis.hset(current, "not", "a counter")  # WRONGTYPE for the script
+    broken, fine = await asyncio.gather(limiter.hit(f"{subject}-broken"), limiter.hit(subject))
+    assert broken == {}
+    assert ";r=0;" in fine["RateLimit"]
+    with pytest.raises(TooManyRequests):  # the other subject is still counted
+        await limiter.hit(subject)
+    await redis.delete(current)

@@ -96,3 +96,9 @@ def test_only_plain_redis_urls_take_the_wire(settings: Settings) -> None:
     amqp = settings.model_copy(update={"broker_url": "amqp://guest:guest@127.0.0.1:5672//"})
     assert RedisWire.handles(create_celery(settings))
     assert not RedisWire.handles(create_celery(amqp))
+    for other in (
+        "redis://127.0.0.1:1/0;redis://127.0.0.1:2/0",  # kombu's failover list
+        "redis://127.0.0.1:6379/0?ssl_cert_reqs=none",  # options kombu reads its own way
+    ):
+        other_settings = settings.model_copy(update={"broker_url": other})
+        assert not RedisWire.handles(create_celery(other_settings))

@@ -7,8 +7,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.engine import SessionFactory, single_statements
 from shared.db.models import Job
@@ -165,31 +163,6 @@ async def test_pages_stay_correct_while_jobs_arrive(sessions: SessionFactory, su
         if cursor is None:
             break
     assert seen == expected
-
-
-async def _synchronous_commit(session: AsyncSession) -> str:
-    return str(await session.scalar(text("SHOW synchronous_commit")))
-
-
-async def test_claims_and_progress_commit_without_waiting_for_the_disk_and_ends_do(
-    sessions: SessionFactory, subject: str
-) -> None:
-    """Seen from inside each statement's transaction: the claim and a progress write turn
-    synchronous_commit off for their own commit; the end leaves it on."""
-    job = await make_job(sessions, subject)
-    now = datetime.now(UTC)
-    async with sessions.begin() as session:
-        jobs = JobRepository(session)
-        assert await _synchronous_commit(session) == "on"
-        await jobs.claim(job.id, now, now + timedelta(seconds=30))
-        assert await _synchronous_commit(session) == "off"
-    async with sessions.begin() as session:
-        pulse = await JobRepository(session).save_progress(job.id, 1, {"current": 1})
-        assert pulse is not None
-        assert await _synchronous_commit(session) == "off"
-    async with sessions.begin() as session:
-        await JobRepository(session).finish(job.id, 1, JobStatus.SUCCEEDED, now)
-        assert await _synchronous_commit(session) == "on"
 
 
 async def _attempt(sessions: SessionFactory, job_id: uuid.UUID) -> list[tuple[object, ...]]:
