@@ -319,18 +319,12 @@ class Publisher:
         """send_many, over RedisWire on Redis, else in one thread hop."""
         if self.wire is None:
             return await asyncio.to_thread(self.send_many, jobs)
-        messages = [
-            (
-                queue_for(job.priority),
-                self.wire.message(
-                    RUN_JOB_TASK,
-                    RunJobMessage(job_id=job.id).model_dump(mode="json"),
-                    queue_for(job.priority),
-                    self.time_limit(job.timeout_seconds),
-                ),
-            )
-            for job in jobs
-        ]
+        messages = []
+        for job in jobs:
+            queue = queue_for(job.priority)
+            kwargs = RunJobMessage(job_id=job.id).model_dump(mode="json")
+            limit = self.time_limit(job.timeout_seconds)
+            messages.append((queue, self.wire.message(RUN_JOB_TASK, kwargs, queue, limit)))
         try:
             await self.wire.push(messages)
         except Exception as exc:
