@@ -16,6 +16,7 @@ from api.hub import Hub
 from api.metrics import ProcessMetrics, SharedMetrics
 from api.ratelimit import RateLimiter
 from api.snapshots import JobReader
+from api.watchdog import Watchdog
 from shared.db.engine import SessionFactory
 from shared.db.repository import JobRepository
 from shared.errors import InvalidToken
@@ -43,6 +44,7 @@ class Services:
     intake: Intake
     events: EventBus
     hub: Hub
+    watchdog: Watchdog
     reader: JobReader
     ratelimiter: RateLimiter
     streams: StreamCounter

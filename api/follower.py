@@ -53,10 +53,11 @@ class Follower:
 
         Ends after the terminal event. The caller subscribed before calling this.
         """
-        job = await self.load()
-        first = self._snapshot(job) if after is None else await self._resume(job, after)
-        for wire in first:
-            yield wire
+        # This frame lives as long as the socket: it keeps neither the rows it read nor the
+        # snapshots it sent (about a kilobyte a watcher).
+        wires = await self._first(after)
+        while wires:
+            yield wires.pop(0)
         while not self.done:
             item = await self.subscription.next()
             if isinstance(item, Wire):
@@ -64,12 +65,19 @@ class Follower:
                     yield self._sent(item)
                 continue
             # Fell behind, the hub reconnected, or a quiet spell: has the job moved on?
-            job = await self.load(item.at)
-            if job.seq > self.last:
-                for wire in self._snapshot(job):
-                    yield wire
+            wires = await self._catch_up(item.at)
+            while wires:
+                yield wires.pop(0)
             if isinstance(item, Quiet) and not self.done:
                 yield None
+
+    async def _first(self, after: int | None) -> list[Wire]:
+        job = await self.load()
+        return self._snapshot(job) if after is None else await self._resume(job, after)
+
+    async def _catch_up(self, at: float) -> list[Wire]:
+        job = await self.load(at)
+        return self._snapshot(job) if job.seq > self.last else []
 
     def _sent(self, wire: Wire) -> Wire:
         self.last = wire.event.seq

@@ -30,6 +30,7 @@ from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds, metrics, stats
 from api.snapshots import JobReader
+from api.watchdog import Watchdog
 from shared.aio import cancel_and_wait
 from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
@@ -72,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_per_subject=settings.ws_max_per_subject,
         idle=settings.ws_idle_check,
     )
+    watchdog = Watchdog(settings.ws_send_timeout, event_routes.GOING_AWAY, event_routes.TOO_SLOW)
     local = LocalExecutor(Runner(sessions, registry, settings, events))
     dispatcher = Dispatcher(
         sessions,
@@ -101,6 +103,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         intake=intake,
         events=events,
         hub=hub,
+        watchdog=watchdog,
         reader=JobReader(sessions),
         ratelimiter=RateLimiter(redis, settings.rate_limit),
         streams=StreamCounter(redis, settings.ws_max_per_subject),
@@ -108,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=SharedMetrics(redis, sessions, celery, settings),
     )
     hub.start()
+    watchdog.start()
     intake.start()
     dispatching = asyncio.create_task(dispatcher.run_forever(), name="jobq-dispatcher")
     # Every API process runs one; an advisory lock lets one at a time prune.
@@ -126,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         grace = settings.shutdown_grace
         await _bounded("quick jobs", local.drain(grace), grace + 2)
         await _bounded("events hub", hub.stop())
+        await _bounded("websocket watchdog", watchdog.stop())
         await _bounded("redis", redis.aclose())
         app.state.services.metrics.close()
         await _bounded("broker", dispatcher.publisher.aclose())

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 import uuid
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -23,6 +22,7 @@ from api.connections import StreamCounter
 from api.deps import CurrentPrincipal, Services, ServicesDep
 from api.follower import Follower
 from api.hub import Quiet, Subscription, TooManyConnections, Wire
+from api.watchdog import Watch
 from shared.db.engine import is_transient
 from shared.errors import InvalidToken, NotFound, TooManyRequests
 from shared.jobs.service import Principal
@@ -66,11 +66,11 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Principal |
         return None
 
 
-async def _drain_client(websocket: WebSocket) -> None:
-    """Read (and ignore) what the client sends, so a disconnect is noticed."""
-    with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await websocket.receive_text()
+async def _read_until_gone(websocket: WebSocket, watch: Watch) -> None:
+    """Read (and ignore) what the client sends; when it leaves, end its stream."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+    watch.stop(CLOSE_NORMAL, "client left")
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -115,6 +115,7 @@ async def _slot(
 
 
 GOING_AWAY = (CLOSE_GOING_AWAY, "maximum connection lifetime; reconnect with ?after=SEQ")
+TOO_SLOW = (CLOSE_TRY_AGAIN, "client too slow")
 
 
 async def _serve(
@@ -127,55 +128,54 @@ async def _serve(
 ) -> tuple[int, str]:
     """Pump events to the socket until the stream ends, the client leaves, or time is up.
 
-    A client that stopped reading is given up on once one send has lasted JOBQ_WS_SEND_TIMEOUT
-    (checked every half of it). The check is this loop's, not a timer armed around every send:
-    under fan-out that timer cost as much as the send itself.
+    One task pumps, one reads from the client. The process's watchdog (api/watchdog.py) ends
+    a stream whose client stopped reading, once one send has lasted JOBQ_WS_SEND_TIMEOUT, and
+    one whose lifetime is up.
     """
-    send_timeout = _services(websocket).settings.ws_send_timeout
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + lifetime
-    expired = False
-    sending_since: float | None = None
+    watchdog = _services(websocket).watchdog
+    watch = watchdog.watch(lifetime)
+    pumping = watch.task = asyncio.ensure_future(_pump(websocket, stream, slot, watch, one_job))
+    reading = asyncio.ensure_future(_read_until_gone(websocket, watch))
+    try:
+        return await pumping
+    finally:
+        watchdog.release(watch)
+        for task in (pumping, reading):
+            task.cancel()
+        await asyncio.gather(pumping, reading, return_exceptions=True)
 
-    async def pump() -> tuple[int, str]:
-        nonlocal sending_since
+
+async def _pump(
+    websocket: WebSocket,
+    stream: AsyncIterator[Wire | None],
+    slot: Slot,
+    watch: Watch,
+    one_job: bool,
+) -> tuple[int, str]:
+    loop = asyncio.get_running_loop()
+    try:
         async for event in stream:
             await slot.keep_alive()
             if event is None:
                 continue
-            sending_since = loop.time()
+            watch.sending_since = loop.time()
             await websocket.send_text(event.text)
-            sending_since = None
+            watch.sending_since = None
             if one_job and event.event.terminal:
                 break
-            if expired:
+            event = None  # sent: not kept while the socket waits for the next one
+            if watch.expired:
                 return GOING_AWAY
         return CLOSE_NORMAL, "job finished"
-
-    pumping = asyncio.ensure_future(pump())
-    reading = asyncio.ensure_future(_drain_client(websocket))
-    try:
-        while not (pumping.done() or reading.done()):
-            now = loop.time()
-            if sending_since is not None and now - sending_since >= send_timeout:
-                return CLOSE_TRY_AGAIN, "client too slow"
-            if now >= deadline and not expired:
-                if sending_since is None:
-                    return GOING_AWAY
-                # Time is up in the middle of a send: let it finish, so that a terminal event
-                # that went out is followed by 1000, never by 1001 and its resume.
-                expired = True
-            wait = send_timeout / 2 if expired else min(deadline - now, send_timeout / 2)
-            await asyncio.wait({pumping, reading}, timeout=wait, return_when=FIRST_COMPLETED)
-        if pumping.done():  # also when the client left just as the stream ended
-            return pumping.result()
+    except asyncio.CancelledError:
+        verdict = watch.taken()
+        if verdict is None:
+            raise
+        return verdict
+    except WebSocketDisconnect:  # a send found the client gone before the reader did
         return CLOSE_NORMAL, "client left"
     except Exception as exc:
         return _closing_for(exc)
-    finally:
-        for task in (pumping, reading):
-            task.cancel()
-        await asyncio.gather(pumping, reading, return_exceptions=True)
 
 
 def _closing_for(exc: Exception) -> tuple[int, str]:
