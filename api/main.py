@@ -25,7 +25,7 @@ from api.errors import install_error_handlers
 from api.hub import Hub
 from api.limits import BodyLimitMiddleware
 from api.metrics import ProcessMetrics, SharedMetrics
-from api.middleware import RequestContextMiddleware
+from api.middleware import RequestContextMiddleware, WebSocketLane
 from api.ratelimit import RateLimiter
 from api.routes import events as event_routes
 from api.routes import health, jobs, kinds, metrics, stats
@@ -206,8 +206,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from api.profiling import ProfilingMiddleware  # pyinstrument, only when it is on
 
         app.add_middleware(ProfilingMiddleware, settings=settings)
-    # Added last, so outermost: every response, refusals included, carries the request id.
+    # Outermost for HTTP: every response, refusals included, carries the request id.
     app.add_middleware(RequestContextMiddleware, metrics=app.state.process_metrics.http)
+    app.add_middleware(WebSocketLane, routes=event_routes.WEBSOCKET_ROUTES)
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(event_routes.router)

@@ -8,9 +8,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.metrics import HttpMetrics
@@ -103,3 +105,28 @@ class RequestContextMiddleware:
                 "client": (scope.get("client") or ("", 0))[0],
             },
         )
+
+
+class WebSocketLane:
+    """The event WebSockets, served from the outermost of jobq's middleware.
+
+    Everything under it (the request-context, body-limit, gzip and exception middleware,
+    FastAPI's router, its two exit stacks and its dependency solving for each connection)
+    would hold a frame or an object for as long as a socket is open, and none of it acts on a
+    WebSocket. With a thousand watchers that was about 7 MB. Other WebSocket paths go on to
+    FastAPI, which refuses them.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 from redis.exceptions import RedisError
 from starlette.background import BackgroundTask
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketState
 
 from api.connections import TTL as STREAM_TTL
@@ -188,15 +189,16 @@ def _closing_for(exc: Exception) -> tuple[int, str]:
     return CLOSE_ERROR, "server error; reconnect with ?after=SEQ"
 
 
-@router.websocket("/ws/jobs/{job_id}")
-async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None) -> None:
+async def watch_job(websocket: WebSocket) -> None:
+    """`/ws/jobs/{job_id}[?after=SEQ]`: one job's events, ending after its terminal one."""
     services = _services(websocket)
     principal = await _authenticate(websocket, services)
     if principal is None:
         return
     settings = services.settings
+    after = websocket.query_params.get("after")
     try:
-        job_uuid = uuid.UUID(job_id)
+        job_uuid = uuid.UUID(websocket.path_params["job_id"])
     except ValueError:
         await _close(websocket, CLOSE_NOT_FOUND, "job not found")
         return
@@ -226,9 +228,8 @@ async def watch_job(websocket: WebSocket, job_id: str, after: str | None = None)
     await _close(websocket, code, reason)
 
 
-@router.websocket("/ws/jobs")
 async def watch_all(websocket: WebSocket) -> None:
-    """Every event of every job this subject may see (admins: all jobs), for dashboards."""
+    """`/ws/jobs`: every event of every job the subject may see (admins: all), for dashboards."""
     services = _services(websocket)
     principal = await _authenticate(websocket, services)
     if principal is None:
@@ -259,6 +260,13 @@ async def watch_all(websocket: WebSocket) -> None:
 
 class _Missed(Exception):
     pass
+
+
+# Served by api/middleware.py's WebSocketLane, ahead of FastAPI's routing (see there).
+WEBSOCKET_ROUTES = (
+    WebSocketRoute("/ws/jobs/{job_id}", watch_job),
+    WebSocketRoute("/ws/jobs", watch_all),
+)
 
 
 @router.get(
