@@ -21,7 +21,12 @@ PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     (
         "Heavy lane, no-op jobs end to end (jobs/s)",
         "jobs/s",
-        (("raw Celery", "heavy lane raw Celery"), ("jobq", "heavy lane jobq")),
+        (
+            ("raw Celery", "heavy lane raw Celery"),
+            ("raw Celery\njobq's acks", "heavy lane raw Celery, jobq's delivery settings"),
+            ("jobq", "heavy lane jobq"),
+            ("jobq\nprefetch 4", "heavy lane jobq, JOBQ_WORKER_PREFETCH=4"),
+        ),
     ),
     (
         "Latency (ms)",

@@ -2,7 +2,8 @@
 
 The worker runs with the same pool and concurrency as jobq's; each task only counts itself in
 Redis (one INCR), so the benchmark knows when all have run without a result backend.
-Configured from the environment: RAW_BROKER_URL and RAW_COUNTER_URL (redis://...).
+Configured from the environment: RAW_BROKER_URL and RAW_COUNTER_URL (redis://...), and
+RAW_DELIVERY=jobq for jobq's delivery settings in place of Celery's defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ COUNTER = "bench:raw:done"
 app = Celery("raw", broker=os.environ.get("RAW_BROKER_URL", "redis://127.0.0.1:6379/0"))
 app.conf.task_default_queue = QUEUE
 app.conf.task_ignore_result = True
+if os.environ.get("RAW_DELIVERY") == "jobq":
+    # jobq's delivery settings (shared/broker.py): acknowledged once run, one message a child.
+    app.conf.task_acks_late = True
+    app.conf.task_reject_on_worker_lost = True
+    app.conf.worker_prefetch_multiplier = 1
 _redis: Redis | None = None
 
 

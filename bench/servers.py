@@ -101,14 +101,18 @@ def jobq_worker(settings: Settings, log_dir: Path, concurrency: int) -> Managed:
     return start_worker(settings, log_dir, name="bench-worker", concurrency=concurrency)
 
 
-def raw_worker(settings: Settings, log_dir: Path, concurrency: int) -> Managed:
-    """raw Celery's worker: the same pool, concurrency and flags as jobq's."""
+def raw_worker(
+    settings: Settings, log_dir: Path, concurrency: int, delivery: str = "celery"
+) -> Managed:
+    """raw Celery's worker: the same pool, concurrency and flags as jobq's; `delivery`
+    "jobq" gives it jobq's acknowledgement and prefetch settings too."""
     command = [
         sys.executable, "-m", "celery", "-A", "bench.rawcelery", "worker",
         "--loglevel", "INFO", "--concurrency", str(concurrency), "--pool", "prefork",
         "-Q", "bench.raw", "-n", "raw@%h", "--without-mingle", "--without-gossip",
     ]  # fmt: skip
-    worker = Managed("raw-worker", command, raw_env(settings), log_dir / "raw-worker.log").start()
+    env = {**raw_env(settings), "RAW_DELIVERY": delivery}
+    worker = Managed("raw-worker", command, env, log_dir / f"raw-worker-{delivery}.log").start()
     worker.wait_for_log("ready.", timeout=60)
     return worker
 

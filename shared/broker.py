@@ -114,7 +114,7 @@ def create_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=settings.worker_prefetch,
         worker_send_task_events=settings.worker_task_events,
         task_send_sent_event=False,
         task_track_started=False,

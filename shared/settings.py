@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # (its enable_events, every few seconds), and without it they cost the worker's parent
     # process a Redis PUBLISH per batch of events, about a sixth of the no-op job rate.
     worker_task_events: bool = False
+    # Messages a worker holds per child, the one it runs included (Celery's prefetch multiplier).
+    # One, as Celery advises for long tasks: a worker busy with long jobs holds none back from
+    # an idle worker. Short heavy jobs run faster with more (4 is Celery's default): the
+    # parent then has the next message at hand when a child is done. Held messages stay
+    # unacknowledged, so a worker that dies loses none of them.
+    worker_prefetch: int = Field(default=1, ge=1, le=64)
     kind_modules: Annotated[list[str], NoDecode] = []
     max_job_timeout: float = Field(default=7200.0, gt=0)
     cancel_grace_seconds: float = Field(default=5.0, ge=0)

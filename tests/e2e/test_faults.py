@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api.metrics import queue_depths
 from cli.servers import EmbeddedPostgres, EmbeddedRedis
+from shared.broker import create_celery
 from shared.db.engine import SessionFactory, create_engine, create_session_factory
 from shared.db.migrate import upgrade
 from shared.settings import Settings
@@ -102,6 +104,45 @@ async def test_worker_child_then_whole_worker_killed_mid_job(
     assert {status for status, _ in found.values()} == {"succeeded"}, found
     assert sum(attempts >= 2 for _, attempts in found.values()) >= 2, found
     assert all(found[job_id][1] >= 2 for job_id in killed_with_worker), found
+    await check_invariants(sessions, ids)
+
+
+@on_each_broker
+async def test_a_worker_killed_holding_prefetched_messages_loses_none(
+    stack: Stack, sessions: SessionFactory
+) -> None:
+    """With JOBQ_WORKER_PREFETCH=4 a worker takes jobs off the broker ahead of running them;
+    killed, those come back (their messages were never acknowledged) or are sent again."""
+    await asyncio.to_thread(stack.start_api)
+    plain = stack.settings
+    stack.settings = plain.model_copy(update={"worker_prefetch": 4})
+    worker = await asyncio.to_thread(stack.start_worker)
+    stack.settings = plain
+    ids = [
+        await submit(stack.api_url(), stack.headers, "sleep", {"seconds": 2, "steps": 20})
+        for _ in range(8)
+    ]
+    await wait_until(
+        sessions, ids, lambda found: sum(s == "running" for s, _ in found.values()) >= 2, 30
+    )
+    celery = create_celery(stack.settings)
+    try:
+        # Held by the worker, not waiting in the broker: two running, six reserved.
+        for _ in range(50):
+            if sum((await asyncio.to_thread(queue_depths, celery)).values()) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the worker did not take the waiting jobs off the broker")
+        found = await statuses(sessions, ids)
+        assert sum(status == "queued" for status, _ in found.values()) >= 4, found
+    finally:
+        celery.close()
+    stack.kill(worker)
+    await asyncio.to_thread(stack.start_worker)
+
+    found = await wait_until(sessions, ids, all_terminal, 150)
+    assert {status for status, _ in found.values()} == {"succeeded"}, found
     await check_invariants(sessions, ids)
 
 
