@@ -233,6 +233,8 @@ class Hub:
         async for message in pubsub.listen():  # type: ignore[attr-defined]
             if message.get("type") != "message":
                 continue
+            if not self._by_job and not self._firehose:
+                continue  # no watcher on this process: nothing to read it for
             try:
                 envelope = Envelope.model_validate_json(message["data"])
             except ValidationError:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from api.hub import Quiet, Resync, Subscription, Wire
-from shared.events import JobEvent
+import pytest
+
+from api.hub import Hub, Quiet, Resync, Subscription, Wire
+from shared.events import Envelope, JobEvent
 from shared.jobs.service import Principal
 from shared.jobs.states import JobStatus
 
@@ -85,3 +88,30 @@ async def test_a_cancelled_wait_leaves_the_subscription_usable() -> None:
     event = wire(1)
     subscription.offer(event)
     assert await asyncio.wait_for(subscription.next(), 1) is event
+
+
+class Published:
+    """What `pubsub.listen()` yields: messages as redis-py gives them."""
+
+    def __init__(self, *data: bytes) -> None:
+        self.data = data
+
+    async def listen(self) -> AsyncIterator[dict[str, object]]:
+        yield {"type": "subscribe", "data": 1}
+        for item in self.data:
+            yield {"type": "message", "data": item}
+
+
+async def test_the_hub_reads_events_only_while_someone_watches(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = Hub("redis://127.0.0.1:1/0", queue_size=8, max_per_subject=8, idle=60)
+    event = wire(3).event
+    good = Envelope(owner="someone", event=event).model_dump_json().encode()
+    await hub._listen(Published(b"not json"))
+    assert "malformed" not in caplog.text  # nobody watches: not even parsed
+    with hub.subscribe(Principal("someone"), event.job_id) as subscription:
+        await hub._listen(Published(b"not json", good))
+        assert "malformed" in caplog.text
+        item = await subscription.next()
+    assert isinstance(item, Wire) and item.event.seq == 3
