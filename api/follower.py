@@ -55,9 +55,9 @@ class Follower:
         """
         # This frame lives as long as the socket: it keeps neither the rows it read nor the
         # snapshots it sent (about a kilobyte a watcher).
-        wires = await self._first(after)
+        wires = (await self._first(after))[::-1]
         while wires:
-            yield wires.pop(0)
+            yield wires.pop()
         while not self.done:
             item = await self.subscription.next()
             if isinstance(item, Wire):
@@ -65,9 +65,9 @@ class Follower:
                     yield self._sent(item)
                 continue
             # Fell behind, the hub reconnected, or a quiet spell: has the job moved on?
-            wires = await self._catch_up(item.at)
+            wires = (await self._catch_up(item.at))[::-1]
             while wires:
-                yield wires.pop(0)
+                yield wires.pop()
             if isinstance(item, Quiet) and not self.done:
                 yield None
 

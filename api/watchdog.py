@@ -36,11 +36,19 @@ class Watch:
         self.closed = False
 
     def stop(self, code: int, reason: str) -> None:
-        """End the stream with this close, at whatever await its handler is in."""
+        """End the stream with this close, at whatever await its pump is in."""
         if self.closed or self.verdict is not None or self.task is None:
             return
         self.verdict = (code, reason)
         self.task.cancel()
+
+    def arm(self, timer: asyncio.TimerHandle) -> None:
+        self._timer = timer
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
 
     def taken(self) -> Verdict | None:
         """In the pump, on CancelledError: the verdict if the cancellation was this watch's
@@ -58,10 +66,6 @@ class Watchdog:
         self._open: set[Watch] = set()
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def watching(self) -> int:
-        return len(self._open)
-
     def start(self) -> None:
         self._task = asyncio.create_task(self._rounds(), name="jobq-ws-watchdog")
 
@@ -72,15 +76,13 @@ class Watchdog:
     def watch(self, lifetime: float) -> Watch:
         """Start keeping time for a stream; set `task` to its pump, `release` when done."""
         watch = Watch()
-        watch._timer = asyncio.get_running_loop().call_later(lifetime, self._expire, watch)
+        watch.arm(asyncio.get_running_loop().call_later(lifetime, self._expire, watch))
         self._open.add(watch)
         return watch
 
     def release(self, watch: Watch) -> None:
         """The stream is ending: no verdict, no cancellation after this."""
-        watch.closed = True
-        if watch._timer is not None:
-            watch._timer.cancel()
+        watch.close()
         self._open.discard(watch)
 
     def _expire(self, watch: Watch) -> None:

@@ -97,8 +97,11 @@ def naive_api(settings: Settings, processes: int, log_dir: Path) -> tuple[Manage
     )
 
 
-def jobq_worker(settings: Settings, log_dir: Path, concurrency: int) -> Managed:
-    return start_worker(settings, log_dir, name="bench-worker", concurrency=concurrency)
+def jobq_worker(
+    settings: Settings, log_dir: Path, concurrency: int, name: str = "bench-worker"
+) -> Managed:
+    """A worker with a log of its own: it is ready once "ready." appears in it."""
+    return start_worker(settings, log_dir, name=name, concurrency=concurrency)
 
 
 def raw_worker(

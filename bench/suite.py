@@ -315,7 +315,7 @@ def heavy(
             out, _ = submitter.communicate(timeout=60)
         sent = json.loads(out.strip().splitlines()[-1])
         if finished is None or sent["errors"]:
-            problems.append(f"heavy run {number + 1}: {sent}, finished={finished}")
+            problems.append(f"{name} run {number + 1}: {sent}, finished={finished}")
             continue
         rate = args.jobs / (finished - started)
         print(f"  {name} run {number + 1}: {rate:,.0f} jobs/s ({args.jobs} jobs)", flush=True)
@@ -502,7 +502,7 @@ def lanes(stack: Stack, args: argparse.Namespace, results: Results, console: Con
             worker.stop()
             # The same with JOBQ_WORKER_PREFETCH=4 (Celery's default multiplier).
             ahead = live.model_copy(update={"worker_prefetch": 4})
-            worker = jobq_worker(ahead, args.log_dir, WORKER_CONCURRENCY)
+            worker = jobq_worker(ahead, args.log_dir, WORKER_CONCURRENCY, "bench-worker-prefetch4")
             problems += heavy(stack, base, worker, args, results, prefetch=4)
         if "quick" in args.only:
             for number in range(args.runs):

@@ -62,9 +62,11 @@ class Settings(BaseSettings):
     worker_task_events: bool = False
     # Messages a worker holds per child, the one it runs included (Celery's prefetch multiplier).
     # One, as Celery advises for long tasks: a worker busy with long jobs holds none back from
-    # an idle worker. Short heavy jobs run faster with more (4 is Celery's default): the
-    # parent then has the next message at hand when a child is done. Held messages stay
-    # unacknowledged, so a worker that dies loses none of them.
+    # an idle worker. Short heavy jobs may run faster with more (4 is Celery's default): the
+    # parent then has the next message at hand when a child is done. A worker that dies
+    # loses none: its held jobs were never claimed, so the dispatcher sends them again after
+    # JOBQ_CLAIM_TIMEOUT (RabbitMQ also returns the unacknowledged messages at once). One held
+    # longer than that behind a running job is sent again too; its duplicate's claim fails.
     worker_prefetch: int = Field(default=1, ge=1, le=64)
     kind_modules: Annotated[list[str], NoDecode] = []
     max_job_timeout: float = Field(default=7200.0, gt=0)

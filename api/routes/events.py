@@ -69,9 +69,13 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Principal |
 
 async def _read_until_gone(websocket: WebSocket, watch: Watch) -> None:
     """Read (and ignore) what the client sends; when it leaves, end its stream."""
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
-    watch.stop(CLOSE_NORMAL, "client left")
+    try:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+    except Exception:
+        log.warning("reading from a websocket failed; ending its stream", exc_info=True)
+    finally:
+        watch.stop(CLOSE_NORMAL, "client left")  # nothing once the stream has ended
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -157,6 +161,9 @@ async def _pump(
     try:
         async for event in stream:
             await slot.keep_alive()
+            if watch.verdict is not None:
+                # Its cancellation was lost on the way (redis-py can swallow one mid-command).
+                raise asyncio.CancelledError
             if event is None:
                 continue
             watch.sending_since = loop.time()
@@ -202,7 +209,7 @@ async def watch_job(websocket: WebSocket) -> None:
     except ValueError:
         await _close(websocket, CLOSE_NOT_FOUND, "job not found")
         return
-    resume = None if after is None else int(after) if after.isdigit() else -1
+    resume = None if after is None else int(after) if after.isascii() and after.isdigit() else -1
     if resume is not None and resume < 0:
         await _close(websocket, CLOSE_POLICY, "after must be a seq (0 or more)")
         return

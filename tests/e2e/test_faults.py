@@ -116,8 +116,10 @@ async def test_a_worker_killed_holding_prefetched_messages_loses_none(
     await asyncio.to_thread(stack.start_api)
     plain = stack.settings
     stack.settings = plain.model_copy(update={"worker_prefetch": 4})
-    worker = await asyncio.to_thread(stack.start_worker)
-    stack.settings = plain
+    try:
+        worker = await asyncio.to_thread(stack.start_worker)
+    finally:
+        stack.settings = plain
     ids = [
         await submit(stack.api_url(), stack.headers, "sleep", {"seconds": 2, "steps": 20})
         for _ in range(8)

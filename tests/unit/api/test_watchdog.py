@@ -45,7 +45,7 @@ async def test_a_stop_ends_the_handler_with_its_verdict_and_the_task_is_not_left
     watches[0].stop(1013, "second verdict")  # the first one stands
     assert await task == (1000, "client left")
     assert task.cancelling() == 0 and not task.cancelled()
-    assert dog.watching == 0
+    assert watches[0].closed
 
 
 async def test_the_lifetime_ends_an_idle_stream_with_going_away() -> None:
