@@ -424,6 +424,15 @@ async def test_malformed_job_id_closes_4404(base_url: str, token: str) -> None:
     assert result.messages == [] and result.close_code == 4404
 
 
+@pytest.mark.parametrize("after", ["-1", "x", "%C2%B2"])  # the last: "²", a digit to isdigit()
+async def test_an_after_that_is_not_a_seq_closes_1008(
+    base_url: str, token: str, after: str
+) -> None:
+    job = await submit(base_url, token, "echo", {"message": "x"})
+    result = await watch(ws_url(base_url, f"/ws/jobs/{job['id']}?after={after}"), token)
+    assert result.messages == [] and result.close_code == 1008, result
+
+
 @pytest.fixture
 def overloaded_stack(own_broker: Settings, servers: Servers) -> Iterator[str]:
     """An API whose watchers' queues hold 4 events, fed about 100 progress events a second."""
