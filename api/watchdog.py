@@ -23,7 +23,7 @@ Verdict = tuple[int, str]
 
 
 class Watch:
-    """One stream's timekeeping, read and written by its handler and by the watchdog."""
+    """One stream's timekeeping, read and written by its pump, its reader and the watchdog."""
 
     __slots__ = ("_timer", "closed", "expired", "sending_since", "task", "verdict")
 
