@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -34,8 +35,11 @@ class Heart:
         events: EventBus | None,
         job: Job,
         ctx: JobContext,
+        announced: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.sessions = sessions
+        # Awaited before a progress event goes out: the attempt's running event goes first.
+        self.announced = announced
         self.settings = settings
         self.events = events
         self.job = job
@@ -119,5 +123,7 @@ class Heart:
                 progress=Progress.model_validate(update.as_json()),
                 ts=utcnow(),
             )
+            if self.announced is not None:
+                await self.announced()
             await self.events.publish(job.owner, event)
         return pulse

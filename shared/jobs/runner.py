@@ -66,21 +66,38 @@ class Runner:
         self.registry = registry
         self.settings = settings
         self.events = events
+        # Each running attempt's running event, while it is being published.
+        self._announcing: dict[tuple[uuid.UUID, int], asyncio.Future[None]] = {}
 
     async def run(self, job_id: uuid.UUID) -> RunReport:
         with bound(job_id=str(job_id)):
             lease = timedelta(seconds=self.settings.lease_seconds)
             try:
-                job = await self._move(
+                job = await self._write(
                     lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease), single=True
                 )
             except StaleAttempt:
                 log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
                 return RunReport(job_id, Outcome.SKIPPED)
+            # The running event goes out while the handler starts: nothing waits for its
+            # round trip but the attempt's next event, which must follow it (see `_move`).
+            if self.events is not None:
+                self._announcing[job.id, job.attempts] = asyncio.ensure_future(
+                    self.events.moved(job)
+                )
             # Every line logged for this attempt (the handler's too) names it and its request.
             with bound(kind=job.kind, attempt=job.attempts, request_id=job.request_id):
                 log.info("job %s attempt %d started", job.id, job.attempts)
-                return await self._attempt(job)
+                try:
+                    return await self._attempt(job)
+                finally:
+                    await self._announced(job)
+
+    async def _announced(self, job: Job) -> None:
+        """Wait for the attempt's running event to be out, if it is not yet."""
+        announcing = self._announcing.pop((job.id, job.attempts), None)
+        if announcing is not None:
+            await asyncio.shield(announcing)
 
     async def _attempt(self, job: Job) -> RunReport:
         kind = self.registry.get(job.kind)
@@ -94,7 +111,9 @@ class Runner:
         ctx = JobContext(job.id, job.kind, job.attempts, job.max_attempts)
         task = asyncio.ensure_future(self._call(kind, ctx, params))
         try:
-            heart = Heart(self.single, self.settings, self.events, job, ctx)
+            heart = Heart(
+                self.single, self.settings, self.events, job, ctx, lambda: self._announced(job)
+            )
             stop = await heart.beat_until_done(task)
         except LostOwnership:
             task.cancel()
@@ -212,9 +231,11 @@ class Runner:
     async def _move(
         self, operation: Callable[[JobRepository], Awaitable[Job]], *, single: bool = False
     ) -> Job:
-        """A status change: written (see `_write`), then announced to watchers."""
+        """A status change: written (see `_write`), then announced to watchers, after the
+        attempt's running event."""
         job = await self._write(operation, single=single)
         if self.events is not None:
+            await self._announced(job)
             await self.events.moved(job)
         return job
 

@@ -7,12 +7,14 @@ import uuid
 
 import pytest
 from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from shared.db.engine import SessionFactory, create_engine, create_session_factory
 from shared.db.models import Job
 from shared.db.repository import JobRepository
+from shared.events import Envelope, EventBus
 from shared.jobs.context import JobContext
 from shared.jobs.outcome import Outcome
 from shared.jobs.registry import Registry
@@ -21,6 +23,7 @@ from shared.jobs.schemas import JobSubmission
 from shared.jobs.service import JobService, Principal
 from shared.jobs.spec import JobKind
 from shared.jobs.states import Lane
+from shared.keys import event_stream
 from shared.settings import Settings
 
 
@@ -55,6 +58,12 @@ async def nul_result(ctx: JobContext, params: Nothing) -> Text:
     return Text(text="bad\x00byte")
 
 
+async def reports_then_waits(ctx: JobContext, params: Nothing) -> Text:
+    ctx.progress(1, 2, "first half")
+    await asyncio.sleep(0.2)  # past the runner's progress interval: the progress goes out
+    return Text(text="ok")
+
+
 def kind(name: str, handler: object, timeout: float = 10) -> JobKind[Nothing, Text]:
     return JobKind(
         name=name,
@@ -74,6 +83,7 @@ REGISTRY = Registry(
         kind("slow_to_stop", slow_to_stop, 0.5),
         kind("nul_result", nul_result),
         kind("fine", fine),
+        kind("reports_then_waits", reports_then_waits),
     ]
 )
 
@@ -165,3 +175,39 @@ async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
         assert final.status == "running" and final.finished_at is None
     finally:
         await engine.dispose()
+
+
+class SlowToAnnounce(EventBus):
+    """A real bus whose running events take a while to go out."""
+
+    async def moved(self, *jobs: Job, ran: bool = True) -> None:
+        if any(job.status == "running" for job in jobs):
+            await asyncio.sleep(0.3)
+        await super().moved(*jobs, ran=ran)
+
+
+@pytest.mark.parametrize("name", ["fine", "reports_then_waits"])
+async def test_events_go_out_in_seq_order_however_slow_the_running_event(
+    settings: Settings, sessions: SessionFactory, subject: str, name: str
+) -> None:
+    """The running event is published while the handler starts; what comes after waits."""
+    redis = Redis.from_url(settings.redis_url)
+    quick = settings.model_copy(update={"progress_interval": 0.05})
+    try:
+        runner = Runner(sessions, REGISTRY, quick, SlowToAnnounce(redis, 60))
+        async with sessions.begin() as session:
+            job = await JobService(JobRepository(session), REGISTRY).submit(
+                Principal(subject), JobSubmission(kind=name, params={})
+            )
+        report = await runner.run(job.id)
+        assert report.outcome == Outcome.SUCCEEDED
+        entries = await redis.xrange(event_stream(job.id)) or []
+    finally:
+        await redis.aclose()
+    events = [Envelope.model_validate_json(fields[b"e"]).event for _, fields in entries if fields]
+    kinds = [(event.type, event.status.value) for event in events]
+    expected = [("status", "running"), ("status", "succeeded")]
+    if name == "reports_then_waits":
+        expected.insert(1, ("progress", "running"))
+    assert kinds == expected
+    assert [event.seq for event in events] == list(range(2, 2 + len(expected)))
