@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Integer, String, bindparam, func, insert, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db.models import Job, WebhookDelivery
@@ -57,6 +58,44 @@ RETURNING cancel_requested, seq
 """
 
 
+def _insert_jobs_sql(capped: bool) -> str:
+    """New jobs in one statement, from one array per column (see `insert_capped`). With
+    `capped`, only the jobs within their owner's cap of active jobs ($n+1) go in, in order,
+    and the statement returns each owner's count before it."""
+    names = ", ".join(JOB_COLUMNS)
+    arrays, picked = [], []
+    for number, column in enumerate(JOBS_TABLE.columns, start=1):
+        # JSONB travels as JSON text, parsed by Postgres: None is JSON null, as `_json` says.
+        json = isinstance(column.type, JSONB)
+        element = "TEXT" if json else column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+        arrays.append(f"${number}::{element}[]")
+        picked.append(f"b.{column.key}::JSONB" if json else f"b.{column.key}")
+    rows = f"unnest({', '.join(arrays)}) WITH ORDINALITY AS b({names}, ord)"
+    columns = ", ".join(picked)
+    if not capped:
+        return f"INSERT INTO jobs ({names}) SELECT {columns} FROM {rows}"
+    cap = f"${len(arrays) + 1}::BIGINT"
+    return f"""
+WITH batch AS (
+    SELECT b.*, row_number() OVER (PARTITION BY b.owner ORDER BY b.ord) AS nth FROM {rows}
+), active AS (
+    SELECT o.owner,
+           (SELECT count(*) FROM (
+                SELECT 1 FROM jobs
+                WHERE jobs.owner = o.owner AND jobs.status IN ('queued', 'running')
+                LIMIT {cap}) AS capped) AS active
+    FROM (SELECT DISTINCT owner FROM batch) AS o
+), inserted AS (
+    INSERT INTO jobs ({names})
+    SELECT {columns} FROM batch AS b JOIN active AS a ON a.owner = b.owner
+    WHERE a.active + b.nth <= {cap}
+)
+SELECT owner, active FROM active
+"""
+
+
+INSERT_JOBS_SQL = _insert_jobs_sql(capped=False)
+INSERT_CAPPED_JOBS_SQL = _insert_jobs_sql(capped=True)
 NOT_SINGLE = "not a single-statement session"
 
 
@@ -111,6 +150,28 @@ class JobRepository:
         if jobs:
             rows = [{name: getattr(job, name) for name in JOB_COLUMNS} for job in jobs]
             await self.session.execute(INSERT_JOBS, rows)
+
+    async def insert_capped(self, jobs: Sequence[Job], cap: int | None) -> dict[str, int]:
+        """In an autocommit session: insert new jobs in one statement, its own transaction.
+        With a `cap`, each owner's jobs go in, in order, while the owner's active jobs (queued
+        or running, counted up to `cap`) and its jobs before them in `jobs` stay within it;
+        returns each owner's active count before the statement (empty without a cap)."""
+        if not jobs:
+            return {}
+        connection = await self.session.connection()
+        if connection.sync_engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            raise RuntimeError(NOT_SINGLE)
+        arrays = [
+            [_json(getattr(job, column.key)) for job in jobs]
+            if isinstance(column.type, JSONB)
+            else [getattr(job, column.key) for job in jobs]
+            for column in JOBS_TABLE.columns
+        ]
+        if cap is None:
+            await connection.exec_driver_sql(INSERT_JOBS_SQL, tuple(arrays))
+            return {}
+        result = await connection.exec_driver_sql(INSERT_CAPPED_JOBS_SQL, (*arrays, cap))
+        return {row.owner: int(row.active) for row in result}
 
     async def get_many(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Job]:
         if not job_ids:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared.db.engine import SessionFactory
 from shared.db.models import IdempotencyKey, Job
@@ -130,6 +130,50 @@ async def test_the_quota_holds_within_a_batch_and_frees_refused_keys(
     async with sessions() as session:
         keys = await session.scalar(select(func.count()).where(IdempotencyKey.owner == subject))
     assert keys == 3
+
+
+async def test_the_quota_holds_within_a_batch_without_keys(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    """Without keys the jobs and the quota check are one statement; it decides the same."""
+    intake_, _ = intake
+    other_subject = f"{subject}-other"
+    async with sessions.begin() as session:
+        session.add(prepared(subject))  # one active job already
+    results = await asyncio.gather(
+        *(intake_.submit(prepared(owner)) for owner in [subject, other_subject] * 4),
+        return_exceptions=True,
+    )
+    mine, theirs = results[0::2], results[1::2]
+    assert [isinstance(result, tuple) for result in mine] == [True, True, False, False]
+    assert [isinstance(result, tuple) for result in theirs] == [True, True, True, False]
+    assert all(isinstance(result, TooManyRequests) for result in [*mine[2:], theirs[3]])
+    assert "3 of your jobs" in str(mine[2])
+    assert (await stored(sessions, subject), await stored(sessions, other_subject)) == (3, 3)
+
+
+async def test_a_job_is_stored_the_same_with_a_key_or_without(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    (keyed, _), (plain, _) = [
+        await intake_.submit(prepared(subject), key, hash_of(SLEEP) if key else None)
+        for key in ("same", None)
+    ]
+    query = text(
+        "SELECT *, jsonb_typeof(progress) AS progress_type, jsonb_typeof(result) AS result_type,"
+        " jsonb_typeof(error) AS error_type FROM jobs WHERE id = :id"
+    )
+    async with sessions() as session:
+        rows = [
+            (await session.execute(query, {"id": job.id})).mappings().one()
+            for job in [keyed, plain]
+        ]
+    varying = {"id", "created_at", "run_at", "dispatched_at"}
+    assert {k: v for k, v in rows[0].items() if k not in varying} == {
+        k: v for k, v in rows[1].items() if k not in varying
+    }
+    assert rows[1]["progress_type"] == "null" and rows[1]["params"] == {"seconds": 1.0, "steps": 10}
 
 
 async def test_one_bad_entry_fails_alone(
