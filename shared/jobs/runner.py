@@ -82,9 +82,7 @@ class Runner:
             # The running event goes out while the handler starts: nothing waits for its
             # round trip but the attempt's next event, which must follow it (see `_move`).
             if self.events is not None:
-                self._announcing[job.id, job.attempts] = asyncio.ensure_future(
-                    self.events.moved(job)
-                )
+                self._announce(self.events, job)
             # Every line logged for this attempt (the handler's too) names it and its request.
             with bound(kind=job.kind, attempt=job.attempts, request_id=job.request_id):
                 log.info("job %s attempt %d started", job.id, job.attempts)
@@ -93,11 +91,26 @@ class Runner:
                 finally:
                     await self._announced(job)
 
+    def _announce(self, events: EventBus, job: Job) -> None:
+        """Publish the attempt's running event in the background, until it is out."""
+        key = job.id, job.attempts
+        announcing = asyncio.ensure_future(events.moved(job))
+        self._announcing[key] = announcing
+
+        def done(future: asyncio.Future[None]) -> None:
+            del self._announcing[key]
+            if not future.cancelled() and (exc := future.exception()) is not None:
+                log.warning("job %s: its running event failed: %r", job.id, exc)
+
+        announcing.add_done_callback(done)
+
     async def _announced(self, job: Job) -> None:
-        """Wait for the attempt's running event to be out, if it is not yet."""
-        announcing = self._announcing.pop((job.id, job.attempts), None)
+        """Wait for the attempt's running event to be out, if it is not yet. Never raises
+        for the publish: each waiter waits on its own, so one that is cancelled leaves the
+        entry for the others."""
+        announcing = self._announcing.get((job.id, job.attempts))
         if announcing is not None:
-            await asyncio.shield(announcing)
+            await asyncio.wait({announcing})
 
     async def _attempt(self, job: Job) -> RunReport:
         kind = self.registry.get(job.kind)

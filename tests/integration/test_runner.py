@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -22,7 +23,7 @@ from shared.jobs.runner import Runner
 from shared.jobs.schemas import JobSubmission
 from shared.jobs.service import JobService, Principal
 from shared.jobs.spec import JobKind
-from shared.jobs.states import Lane
+from shared.jobs.states import JobStatus, Lane
 from shared.keys import event_stream
 from shared.settings import Settings
 
@@ -177,6 +178,22 @@ async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
         await engine.dispose()
 
 
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def submitted(sessions: SessionFactory, subject: str, kind: str) -> Job:
+    async with sessions.begin() as session:
+        return await JobService(JobRepository(session), REGISTRY).submit(
+            Principal(subject), JobSubmission(kind=kind, params={})
+        )
+
+
 class SlowToAnnounce(EventBus):
     """A real bus whose running events take a while to go out."""
 
@@ -188,22 +205,15 @@ class SlowToAnnounce(EventBus):
 
 @pytest.mark.parametrize("name", ["fine", "reports_then_waits"])
 async def test_events_go_out_in_seq_order_however_slow_the_running_event(
-    settings: Settings, sessions: SessionFactory, subject: str, name: str
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis, name: str
 ) -> None:
     """The running event is published while the handler starts; what comes after waits."""
-    redis = Redis.from_url(settings.redis_url)
     quick = settings.model_copy(update={"progress_interval": 0.05})
-    try:
-        runner = Runner(sessions, REGISTRY, quick, SlowToAnnounce(redis, 60))
-        async with sessions.begin() as session:
-            job = await JobService(JobRepository(session), REGISTRY).submit(
-                Principal(subject), JobSubmission(kind=name, params={})
-            )
-        report = await runner.run(job.id)
-        assert report.outcome == Outcome.SUCCEEDED
-        entries = await redis.xrange(event_stream(job.id)) or []
-    finally:
-        await redis.aclose()
+    runner = Runner(sessions, REGISTRY, quick, SlowToAnnounce(redis, 60))
+    job = await submitted(sessions, subject, name)
+    report = await runner.run(job.id)
+    assert report.outcome == Outcome.SUCCEEDED
+    entries = await redis.xrange(event_stream(job.id)) or []
     events = [Envelope.model_validate_json(fields[b"e"]).event for _, fields in entries if fields]
     kinds = [(event.type, event.status.value) for event in events]
     expected = [("status", "running"), ("status", "succeeded")]
@@ -211,3 +221,40 @@ async def test_events_go_out_in_seq_order_however_slow_the_running_event(
         expected.insert(1, ("progress", "running"))
     assert kinds == expected
     assert [event.seq for event in events] == list(range(2, 2 + len(expected)))
+
+
+class BrokenWhileAnnouncing(EventBus):
+    """A real bus whose running events fail with an error it does not expect."""
+
+    async def moved(self, *jobs: Job, ran: bool = True) -> None:
+        if any(job.status == "running" for job in jobs):
+            await asyncio.sleep(0.05)
+            raise RuntimeError("no running event today")
+        await super().moved(*jobs, ran=ran)
+
+
+async def test_a_running_event_that_fails_neither_fails_the_attempt_nor_its_end(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, BrokenWhileAnnouncing(redis, 60))
+    report = await runner.run((await submitted(sessions, subject, "fine")).id)
+    entries = await redis.xrange(event_stream(report.job_id)) or []
+    assert report.outcome == Outcome.SUCCEEDED
+    events = [Envelope.model_validate_json(fields[b"e"]).event for _, fields in entries if fields]
+    assert [(event.status.value, event.seq) for event in events] == [("succeeded", 3)]
+    assert runner._announcing == {}
+
+
+async def test_a_cancelled_waiter_leaves_the_others_waiting_for_the_running_event(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings)
+    job = await submitted(sessions, subject, "fine")
+    job.status = JobStatus.RUNNING
+    runner._announce(SlowToAnnounce(redis, 60), job)
+    first = asyncio.ensure_future(runner._announced(job))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await runner._announced(job)  # still waits for the publish, not for nothing
+    entries = await redis.xrange(event_stream(job.id)) or []
+    assert len(entries) == 1 and runner._announcing == {}
