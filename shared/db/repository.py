@@ -66,8 +66,11 @@ def _insert_jobs_sql(capped: bool) -> str:
     arrays, picked = [], []
     for number, column in enumerate(JOBS_TABLE.columns, start=1):
         # JSONB travels as JSON text, parsed by Postgres: None is JSON null, as `_json` says.
+        # Strings travel as TEXT: an explicit cast to VARCHAR(n) would cut an over-long value
+        # silently, where the insert's own assignment to the column refuses it.
         json = isinstance(column.type, JSONB)
-        element = "TEXT" if json else column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+        as_text = json or isinstance(column.type, String)
+        element = "TEXT" if as_text else column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
         arrays.append(f"${number}::{element}[]")
         picked.append(f"b.{column.key}::JSONB" if json else f"b.{column.key}")
     rows = f"unnest({', '.join(arrays)}) WITH ORDINALITY AS b({names}, ord)"

@@ -3,8 +3,9 @@
 Every submission of an API process goes through its Intake. A request that finds it idle is
 committed at once; requests that arrive while a transaction is in flight wait for the next
 one, which takes all of them (up to `max_batch`): their Idempotency-Keys in one statement,
-their jobs in another, one commit. Under load the batches grow by themselves, and a round
-trip, a commit and its WAL flush are shared by all the jobs in it.
+their jobs in another, one commit. A batch without keys is a single statement in autocommit,
+its jobs and each subject's quota check together. Under load the batches grow by themselves,
+and a round trip, a commit and its WAL flush are shared by all the jobs in it.
 
 After the commit the jobs' events go out in one Redis pipeline, then each request gets its
 answer, and the heavy jobs due now go to Celery over one producer in one thread hop while the
@@ -40,7 +41,8 @@ from shared.jobs.states import Lane
 
 log = logging.getLogger("jobq.intake")
 
-# Rows per batch: about 20 bind parameters each, far below Postgres's 32,767 per statement.
+# Rows per batch: a keyed batch's insert binds about 25 parameters a row, far below Postgres's
+# 32,767 a statement (a keyless batch binds one array per column, whatever its size).
 MAX_BATCH = 256
 
 Outcome = tuple[Job, bool] | BaseException
@@ -286,9 +288,10 @@ class Intake:
         refused: list[tuple[Entry, Outcome]] = []
         for entry in new:
             owner = entry.job.owner
-            if active[owner] >= limit:
-                refused.append((entry, over_quota(active[owner])))
+            count = active.get(owner, 0)
+            if count >= limit:
+                refused.append((entry, over_quota(count)))
             else:
-                active[owner] += 1
+                active[owner] = count + 1
                 accepted.append(entry)
         return accepted, refused

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from shared.db.engine import SessionFactory
 from shared.db.models import IdempotencyKey, Job
@@ -174,6 +175,22 @@ async def test_a_job_is_stored_the_same_with_a_key_or_without(
         k: v for k, v in rows[1].items() if k not in varying
     }
     assert rows[1]["progress_type"] == "null" and rows[1]["params"] == {"seconds": 1.0, "steps": 10}
+
+
+async def test_an_over_long_value_is_refused_not_cut(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    long = prepared(subject)
+    long.request_id = "r" * 129  # the column holds 128
+    with pytest.raises(DBAPIError, match="too long"):
+        await intake_.submit(long)
+    async with sessions() as session:
+        cut = await session.scalar(
+            text("SELECT count(*) FROM jobs WHERE owner = :owner AND request_id LIKE 'rrr%'"),
+            {"owner": subject},
+        )
+    assert cut == 0
 
 
 async def test_one_bad_entry_fails_alone(
