@@ -96,6 +96,11 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "console") -> None:
             _redact_secrets,
             structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
         ]
+    # No line shows a record's call site, thread or process: the standard library stops looking
+    # them up for every record (the logging HOWTO's "Optimization"; findCaller alone walks the
+    # stack on each call).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     formatter = structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
