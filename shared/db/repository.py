@@ -58,11 +58,11 @@ RETURNING cancel_requested, seq
 """
 
 
-def _insert_jobs_sql(capped: bool) -> str:
-    """New jobs in one statement, from one array per column (see `insert_capped`). With
-    `capped`, only the jobs within their owner's cap of active jobs ($n+1) go in, in order,
-    and the statement returns each owner's count before it."""
-    names = ", ".join(JOB_COLUMNS)
+def _unnest_jobs(*extra: str) -> tuple[str, str, int]:
+    """New jobs as rows, from one array per column (then one per name in `extra`, as TEXT):
+    the FROM item (aliased b, with `ord`, each row's place), the jobs' columns as picked from
+    it, and how many parameters it takes."""
+    names = ", ".join([*JOB_COLUMNS, *extra])
     arrays, picked = [], []
     for number, column in enumerate(JOBS_TABLE.columns, start=1):
         # JSONB travels as JSON text, parsed by Postgres: None is JSON null, as `_json` says.
@@ -73,20 +73,33 @@ def _insert_jobs_sql(capped: bool) -> str:
         element = "TEXT" if as_text else column.type.compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
         arrays.append(f"${number}::{element}[]")
         picked.append(f"b.{column.key}::JSONB" if json else f"b.{column.key}")
+    arrays += [f"${len(arrays) + n}::TEXT[]" for n in range(1, len(extra) + 1)]
     rows = f"unnest({', '.join(arrays)}) WITH ORDINALITY AS b({names}, ord)"
-    columns = ", ".join(picked)
+    return rows, ", ".join(picked), len(arrays)
+
+
+def _active(owner: str, cap: str) -> str:
+    """An owner's active jobs (queued or running), counted on ix_jobs_owner_active up to cap."""
+    return f"""(SELECT count(*) FROM (
+                SELECT 1 FROM jobs
+                WHERE jobs.owner = {owner} AND jobs.status IN ('queued', 'running')
+                LIMIT {cap}) AS capped)"""
+
+
+def _insert_jobs_sql(capped: bool) -> str:
+    """New jobs in one statement (see `insert_capped`). With `capped`, only the jobs within
+    their owner's cap of active jobs ($n+1) go in, in order, and the statement returns each
+    owner's count before it."""
+    rows, columns, count = _unnest_jobs()
+    names = ", ".join(JOB_COLUMNS)
     if not capped:
         return f"INSERT INTO jobs ({names}) SELECT {columns} FROM {rows}"
-    cap = f"${len(arrays) + 1}::BIGINT"
+    cap = f"${count + 1}::BIGINT"
     return f"""
 WITH batch AS (
     SELECT b.*, row_number() OVER (PARTITION BY b.owner ORDER BY b.ord) AS nth FROM {rows}
 ), active AS (
-    SELECT o.owner,
-           (SELECT count(*) FROM (
-                SELECT 1 FROM jobs
-                WHERE jobs.owner = o.owner AND jobs.status IN ('queued', 'running')
-                LIMIT {cap}) AS capped) AS active
+    SELECT o.owner, {_active("o.owner", cap)} AS active
     FROM (SELECT DISTINCT owner FROM batch) AS o
 ), inserted AS (
     INSERT INTO jobs ({names})
@@ -97,9 +110,56 @@ SELECT owner, active FROM active
 """
 
 
+def _insert_claiming_sql(capped: bool) -> str:
+    """New jobs and their Idempotency-Keys in one statement (see `insert_claiming`)."""
+    rows, columns, count = _unnest_jobs("key", "request_hash")
+    now, expired = f"${count + 1}::TIMESTAMPTZ", f"${count + 2}::TIMESTAMPTZ"
+    fits = "SELECT true AS ok"
+    if capped:
+        cap = f"${count + 3}::BIGINT"
+        fits = f"""SELECT coalesce(bool_and({_active("o.owner", cap)} + o.n <= {cap}), true) AS ok
+    FROM (SELECT owner, count(*) AS n FROM batch GROUP BY owner) AS o"""
+    return f"""
+WITH batch AS (
+    SELECT * FROM {rows}
+), fits AS (
+    {fits}
+), claimed AS (
+    INSERT INTO idempotency_keys AS k (owner, key, request_hash, job_id, created_at)
+    SELECT b.owner, b.key, b.request_hash, b.id, {now} FROM batch AS b, fits
+    WHERE fits.ok AND b.key IS NOT NULL
+    ORDER BY b.owner, b.key
+    ON CONFLICT (owner, key) DO UPDATE
+        SET request_hash = excluded.request_hash, job_id = excluded.job_id,
+            created_at = excluded.created_at
+        WHERE k.created_at < {expired}
+    RETURNING k.owner, k.key, k.job_id
+), inserted AS (
+    INSERT INTO jobs ({", ".join(JOB_COLUMNS)})
+    SELECT {columns} FROM batch AS b, fits
+    WHERE fits.ok AND (b.key IS NULL OR EXISTS (
+        SELECT 1 FROM claimed AS c
+        WHERE c.owner = b.owner AND c.key = b.key AND c.job_id = b.id))
+)
+SELECT fits.ok, c.owner, c.key, c.job_id FROM fits LEFT JOIN claimed AS c ON true
+"""
+
+
 INSERT_JOBS_SQL = _insert_jobs_sql(capped=False)
 INSERT_CAPPED_JOBS_SQL = _insert_jobs_sql(capped=True)
+INSERT_CLAIMING_SQL = _insert_claiming_sql(capped=False)
+INSERT_CLAIMING_CAPPED_SQL = _insert_claiming_sql(capped=True)
 NOT_SINGLE = "not a single-statement session"
+
+
+def _columns(jobs: Sequence[Job]) -> list[list[Any]]:
+    """The jobs' values, one list per column, as `_unnest_jobs` takes them."""
+    return [
+        [_json(getattr(job, column.key)) for job in jobs]
+        if isinstance(column.type, JSONB)
+        else [getattr(job, column.key) for job in jobs]
+        for column in JOBS_TABLE.columns
+    ]
 
 
 def _json(value: Any) -> str:
@@ -107,16 +167,9 @@ def _json(value: Any) -> str:
     return json.dumps(value)
 
 
-# Each owner's active jobs, counted on the partial index ix_jobs_owner_active, up to :cap.
+# Each owner's active jobs, up to :cap.
 ACTIVE_COUNTS = text(
-    """
-    SELECT o.owner,
-           (SELECT count(*) FROM (
-                SELECT 1 FROM jobs
-                WHERE jobs.owner = o.owner AND jobs.status IN ('queued', 'running')
-                LIMIT :cap) AS capped)
-    FROM unnest(:owners) AS o(owner)
-    """
+    f"SELECT o.owner, {_active('o.owner', ':cap')} FROM unnest(:owners) AS o(owner)"
 ).bindparams(bindparam("owners", type_=ARRAY(String)), bindparam("cap", type_=Integer))
 
 
@@ -161,20 +214,49 @@ class JobRepository:
         returns each owner's active count before the statement (empty without a cap)."""
         if not jobs:
             return {}
-        connection = await self.session.connection()
-        if connection.sync_engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            raise RuntimeError(NOT_SINGLE)
-        arrays = [
-            [_json(getattr(job, column.key)) for job in jobs]
-            if isinstance(column.type, JSONB)
-            else [getattr(job, column.key) for job in jobs]
-            for column in JOBS_TABLE.columns
-        ]
+        connection = await self._autocommit()
+        arrays = _columns(jobs)
         if cap is None:
             await connection.exec_driver_sql(INSERT_JOBS_SQL, tuple(arrays))
             return {}
         result = await connection.exec_driver_sql(INSERT_CAPPED_JOBS_SQL, (*arrays, cap))
         return {row.owner: int(row.active) for row in result}
+
+    async def insert_claiming(
+        self,
+        jobs: Sequence[Job],
+        keys: Sequence[tuple[str, str] | None],
+        now: datetime,
+        expired_before: datetime,
+        cap: int | None,
+    ) -> set[tuple[str, str]] | None:
+        """In an autocommit session: new jobs and their Idempotency-Keys (`keys[i]`: the key
+        and request hash of `jobs[i]`, or None) in one statement, its own transaction. Each
+        key is claimed as `IdempotencyKeys.claim_many` claims it, and a job with a key goes in
+        only if it took its key. Returns the (owner, key) pairs taken; or, with a `cap`, None
+        and nothing written if some owner's active jobs and all its jobs here could go over
+        it (the caller then decides entry by entry)."""
+        connection = await self._autocommit()
+        arrays = [
+            *_columns(jobs),
+            [None if pair is None else pair[0] for pair in keys],
+            [None if pair is None else pair[1] for pair in keys],
+        ]
+        sql, params = INSERT_CLAIMING_SQL, [*arrays, now, expired_before]
+        if cap is not None:
+            sql, params = INSERT_CLAIMING_CAPPED_SQL, [*params, cap]
+        result = await connection.exec_driver_sql(sql, tuple(params))
+        rows = result.all()
+        if not rows[0].ok:
+            return None
+        ids = {job.id for job in jobs}
+        return {(row.owner, row.key) for row in rows if row.key is not None and row.job_id in ids}
+
+    async def _autocommit(self) -> Any:
+        connection = await self.session.connection()
+        if connection.sync_engine.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            raise RuntimeError(NOT_SINGLE)
+        return connection
 
     async def get_many(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Job]:
         if not job_ids:

@@ -2,10 +2,12 @@
 
 Every submission of an API process goes through its Intake. A request that finds it idle is
 committed at once; requests that arrive while a transaction is in flight wait for the next
-one, which takes all of them (up to `max_batch`): their Idempotency-Keys in one statement,
-their jobs in another, one commit. A batch without keys is a single statement in autocommit,
-its jobs and each subject's quota check together. Under load the batches grow by themselves,
-and a round trip, a commit and its WAL flush are shared by all the jobs in it.
+one, which takes all of them (up to `max_batch`) in a single statement sent in autocommit: the
+Idempotency-Keys claimed, the jobs inserted (those with a key only if they took it) and each
+subject's limit of active jobs checked, together. A keyed batch that could take a subject over
+its limit goes as a transaction instead (keys, count, jobs, commit), which refuses exactly the
+jobs over it and gives their keys back. Under load the batches grow by themselves, and a round
+trip, a commit and its WAL flush are shared by all the jobs in it.
 
 After the commit the jobs' events go out in one Redis pipeline, then each request gets its
 answer, and the heavy jobs due now go to Celery over one producer in one thread hop while the
@@ -102,6 +104,8 @@ class Intake:
         # Committed transactions and the jobs they inserted, for the tests and the bench.
         self.commits = 0
         self.committed_jobs = 0
+        # Keyed batches committed in one statement (the rest: near a subject's limit).
+        self.claiming_statements = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="jobq-intake")
@@ -213,6 +217,40 @@ class Intake:
     async def _transaction(self, batch: list[Entry]) -> Settled:
         if all(entry.key is None for entry in batch):
             return await self._statement(batch)
+        settled = await self._claiming_statement(batch)
+        if settled is not None:
+            return settled
+        return await self._keyed_transaction(batch)
+
+    async def _claiming_statement(self, batch: list[Entry]) -> Settled | None:
+        """A batch with Idempotency-Keys, in one statement, its own transaction: the keys
+        claimed, and the jobs whose key was taken. None, with nothing written, if a subject's
+        active jobs could go over its limit (then `_keyed_transaction` decides)."""
+        now = utcnow()
+        keys = [
+            None if entry.key is None else (entry.key, entry.request_hash or "") for entry in batch
+        ]
+        async with self.single.begin() as session:
+            taken = await JobRepository(session).insert_claiming(
+                [entry.job for entry in batch], keys, now, now - IDEMPOTENCY_TTL, self.max_active
+            )
+        if taken is None:
+            return None
+        self.claiming_statements += 1
+        settled = Settled(
+            new=[entry for entry in batch if entry.pair is None or entry.pair in taken]
+        )
+        held = [entry for entry in batch if entry.pair is not None and entry.pair not in taken]
+        if held:  # the holders are committed: the insert waited for any that was not
+            async with self.sessions() as session:
+                settled.answers += await self._replays(
+                    IdempotencyKeys(session), JobRepository(session), held
+                )
+        return settled
+
+    async def _keyed_transaction(self, batch: list[Entry]) -> Settled:
+        """A batch with Idempotency-Keys near a subject's limit: claimed, counted and inserted
+        in one transaction, over several statements; the keys of refused jobs are released."""
         now = utcnow()
         settled = Settled()
         async with self.sessions.begin() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -127,10 +128,67 @@ async def test_the_quota_holds_within_a_batch_and_frees_refused_keys(
     accepted = [result for result in results if isinstance(result, tuple)]
     refused = [result for result in results if isinstance(result, TooManyRequests)]
     assert (len(accepted), len(refused)) == (3, 2)
+    # Five could go over the limit of three: decided entry by entry, in a transaction.
+    assert intake_.claiming_statements == 0
     assert await stored(sessions, subject) == 3
     async with sessions() as session:
         keys = await session.scalar(select(func.count()).where(IdempotencyKey.owner == subject))
     assert keys == 3
+
+
+async def test_a_keyed_batch_within_the_limit_is_one_statement_and_answers_replays(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    original, _ = await intake_.submit(prepared(subject), "r1", hash_of(SLEEP))
+    statements = intake_.claiming_statements
+    other = {"kind": "sleep", "params": {"seconds": 2}}
+    replay, new, reused = await asyncio.gather(
+        intake_.submit(prepared(subject), "r1", hash_of(SLEEP)),
+        intake_.submit(prepared(subject), "r2", hash_of(SLEEP)),
+        intake_.submit(prepared(subject, other), "r1", hash_of(other)),
+        return_exceptions=True,
+    )
+    assert intake_.claiming_statements > statements
+    assert isinstance(replay, tuple) and replay[0].id == original.id
+    assert isinstance(replay, tuple) and replay[1] is True
+    assert isinstance(new, tuple) and new[1] is False
+    assert isinstance(reused, InvalidSubmission)
+    assert await stored(sessions, subject) == 2
+    async with sessions() as session:
+        holders = dict(
+            (
+                await session.execute(
+                    select(IdempotencyKey.key, IdempotencyKey.job_id).where(
+                        IdempotencyKey.owner == subject
+                    )
+                )
+            ).all()
+        )
+    assert holders == {"r1": original.id, "r2": new[0].id}
+
+
+async def test_a_key_past_its_day_makes_a_new_job(
+    intake: tuple[Intake, HandOvers], subject: str, sessions: SessionFactory
+) -> None:
+    intake_, _ = intake
+    gone = uuid.uuid4()
+    async with sessions.begin() as session:
+        session.add(
+            IdempotencyKey(
+                owner=subject,
+                key="old",
+                request_hash=hash_of(SLEEP),
+                job_id=gone,
+                created_at=datetime.now(UTC) - timedelta(hours=25),
+            )
+        )
+    job, replayed = await intake_.submit(prepared(subject), "old", hash_of(SLEEP))
+    assert replayed is False and job.id != gone
+    async with sessions() as session:
+        holder = await session.get(IdempotencyKey, (subject, "old"))
+    assert holder is not None and holder.job_id == job.id
+    assert await stored(sessions, subject) == 1
 
 
 async def test_the_quota_holds_within_a_batch_without_keys(
