@@ -11,9 +11,11 @@ PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
         "req/s",
         (
             ("hello world\n1 proc", "submissions hello world, 1 process"),
+            ("FastAPI floor\n1 proc", "submissions FastAPI floor, 1 process"),
             ("naive\n1 proc", "submissions naive API, 1 process"),
             ("jobq\n1 proc", "submissions jobq, 1 process"),
             ("hello world\n2 procs", "submissions hello world, 2 processes"),
+            ("FastAPI floor\n2 procs", "submissions FastAPI floor, 2 processes"),
             ("naive\n2 procs", "submissions naive API, 2 processes"),
             ("jobq\n2 procs", "submissions jobq, 2 processes"),
         ),
@@ -53,7 +55,7 @@ JOBQ, BASELINE = "#d62728", "#7f7f7f"
 
 
 def _is_baseline(name: str) -> bool:
-    return any(word in name for word in ("hello world", "naive", "raw Celery"))
+    return any(word in name for word in ("hello world", "floor", "naive", "raw Celery"))
 
 
 def draw(figures: list[dict[str, Any]], machine: dict[str, Any], path: Path) -> bool:

@@ -74,15 +74,24 @@ def jobq_api(settings: Settings, processes: int, log_dir: Path) -> tuple[Managed
     )
 
 
-def hello_api(processes: int, log_dir: Path) -> tuple[Managed, str]:
+def _plain_api(module: str, health: str, processes: int, log_dir: Path) -> tuple[Managed, str]:
+    """A baseline of bench/ that needs no settings, as `bench.<module>:app`."""
     return uvicorn(
-        f"hello-x{processes}",
-        "bench.hello:app",
+        f"{module}-x{processes}",
+        f"bench.{module}:app",
         processes=processes,
         env=plain_env(),
         log_dir=log_dir,
-        health="/",
+        health=health,
     )
+
+
+def hello_api(processes: int, log_dir: Path) -> tuple[Managed, str]:
+    return _plain_api("hello", "/", processes, log_dir)
+
+
+def floor_api(processes: int, log_dir: Path) -> tuple[Managed, str]:
+    return _plain_api("floor", "/health", processes, log_dir)
 
 
 def naive_api(settings: Settings, processes: int, log_dir: Path) -> tuple[Managed, str]:

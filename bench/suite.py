@@ -5,8 +5,9 @@
     .venv/bin/python -m bench --help
 
 1. Submissions: POST /jobs of a heavy kind (auth, validation, idempotency key) under wrk at 64
-   connections, on 1 and 2 uvicorn processes; beside it FastAPI's hello world and a naive
-   tutorial job API (bench/naive.py), served the same way.
+   connections, on 1 and 2 uvicorn processes; beside it FastAPI's hello world, the FastAPI
+   floor (bench/floor.py: the same request and models, no I/O) and a naive tutorial job API
+   (bench/naive.py), served the same way.
 2. Heavy lane: N no-op jobs submitted until all have succeeded in Postgres (2 API processes,
    one worker with 2 children); beside it raw Celery (bench/rawcelery.py), same pool and
    concurrency.
@@ -49,6 +50,7 @@ from rich.table import Table
 from bench import chart, fanout, probe, wrk
 from bench.rawcelery import COUNTER
 from bench.servers import (
+    floor_api,
     hello_api,
     jobq_api,
     jobq_worker,
@@ -171,10 +173,13 @@ def submissions(
     for processes in args.processes:
         label = f"{processes} process{'es' if processes > 1 else ''}"
         hello = f"submissions hello world, {label}"
+        floor = f"submissions FastAPI floor, {label}"
         naive = f"submissions naive API, {label}"
         jobq = f"submissions jobq, {label}"
+        keyed = {"BENCH_BODY": HEAVY_BODY, "BENCH_TOKEN": token}
         variants: list[tuple[str, Callable[[], tuple[Managed, str]], str, dict[str, str]]] = [
             (hello, partial(hello_api, processes, args.log_dir), "get.lua", {}),
+            (floor, partial(floor_api, processes, args.log_dir), "post_jobs.lua", keyed),
             (
                 naive,
                 partial(naive_api, settings, processes, args.log_dir),
@@ -185,11 +190,11 @@ def submissions(
                 jobq,
                 partial(jobq_api, settings, processes, args.log_dir),
                 "post_jobs.lua",
-                {"BENCH_BODY": HEAVY_BODY, "BENCH_TOKEN": token},
+                keyed,
             ),
         ]
         if args.jobq_only:
-            variants = variants[2:]
+            variants = [variant for variant in variants if variant[0] == jobq]
         for name, start, script, env in variants:
             server, base = start()
             assert server.process is not None
@@ -218,7 +223,7 @@ def submissions(
                     if name == jobq:
                         options = {
                             "baseline": hello,
-                            "also": (naive,),
+                            "also": (naive, floor),
                             "target": ">= 35% of hello world and >= 3x the naive API",
                             "check": lambda f, figs, h=hello, n=naive: (
                                 at_least(0.35, h)(f, figs) and at_least(3.0, n)(f, figs)
@@ -567,7 +572,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heavy-timeout", type=float, default=300.0)
     parser.add_argument("--quick-jobs", type=int, default=200, help="quick lane jobs per run")
     parser.add_argument(
-        "--jobq-only", action="store_true", help="submissions: skip hello world and naive"
+        "--jobq-only",
+        action="store_true",
+        help="submissions: skip hello world, the FastAPI floor and naive",
     )
     parser.add_argument("--embedded", action="store_true", help="embedded servers even if local")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
