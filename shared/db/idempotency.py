@@ -57,8 +57,9 @@ class IdempotencyKeys:
     ) -> set[tuple[str, str]]:
         """`claim` for many keys in one statement; returns the (owner, key) pairs taken.
 
-        The keys must be distinct. Rows go in (owner, key) order, so two transactions that
-        claim overlapping keys lock them in the same order and cannot deadlock.
+        The keys must be distinct. Rows go in (owner, key) order, by code point, as
+        `JobRepository.insert_claiming` locks them too: two transactions that claim
+        overlapping keys lock them in the same order and cannot deadlock.
         """
         if not claims:
             return set()

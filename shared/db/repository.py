@@ -111,7 +111,9 @@ SELECT owner, active FROM active
 
 
 def _insert_claiming_sql(capped: bool) -> str:
-    """New jobs and their Idempotency-Keys in one statement (see `insert_claiming`)."""
+    """New jobs and their Idempotency-Keys in one statement (see `insert_claiming`). The keys
+    are locked in the order `IdempotencyKeys.claim_many` takes them, code point by code point
+    (COLLATE "C", whatever the database's collation), so the two cannot deadlock."""
     rows, columns, count = _unnest_jobs("key", "request_hash")
     now, expired = f"${count + 1}::TIMESTAMPTZ", f"${count + 2}::TIMESTAMPTZ"
     fits = "SELECT true AS ok"
@@ -128,7 +130,7 @@ WITH batch AS (
     INSERT INTO idempotency_keys AS k (owner, key, request_hash, job_id, created_at)
     SELECT b.owner, b.key, b.request_hash, b.id, {now} FROM batch AS b, fits
     WHERE fits.ok AND b.key IS NOT NULL
-    ORDER BY b.owner, b.key
+    ORDER BY b.owner COLLATE "C", b.key COLLATE "C"
     ON CONFLICT (owner, key) DO UPDATE
         SET request_hash = excluded.request_hash, job_id = excluded.job_id,
             created_at = excluded.created_at

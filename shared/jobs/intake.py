@@ -5,8 +5,10 @@ committed at once; requests that arrive while a transaction is in flight wait fo
 one, which takes all of them (up to `max_batch`) in a single statement sent in autocommit: the
 Idempotency-Keys claimed, the jobs inserted (those with a key only if they took it) and each
 subject's limit of active jobs checked, together. A keyed batch that could take a subject over
-its limit goes as a transaction instead (keys, count, jobs, commit), which refuses exactly the
-jobs over it and gives their keys back. Under load the batches grow by themselves, and a round
+its limit goes as a transaction instead (keys, count, jobs, commit), which refuses the jobs
+over it and gives their keys back. Either way the limit is checked against the active jobs the
+statement sees: batches committed at the same moment by other API processes are not counted,
+and can take a subject a few jobs over it. Under load the batches grow by themselves, and a round
 trip, a commit and its WAL flush are shared by all the jobs in it.
 
 After the commit the jobs' events go out in one Redis pipeline, then each request gets its
@@ -241,11 +243,19 @@ class Intake:
             new=[entry for entry in batch if entry.pair is None or entry.pair in taken]
         )
         held = [entry for entry in batch if entry.pair is not None and entry.pair not in taken]
-        if held:  # the holders are committed: the insert waited for any that was not
+        if not held:
+            return settled
+        # The batch is committed: from here an error is the held entries' alone, never the
+        # batch's (which `_commit` would answer, or send again, as if nothing were written).
+        try:
+            # The holders are committed: the insert waited for any that was not.
             async with self.sessions() as session:
                 settled.answers += await self._replays(
                     IdempotencyKeys(session), JobRepository(session), held
                 )
+        except Exception as exc:
+            log.warning("could not look up %d replayed keys (%s)", len(held), exc)
+            settled.answers += [(entry, exc) for entry in held]
         return settled
 
     async def _keyed_transaction(self, batch: list[Entry]) -> Settled:

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from shared.db.engine import SessionFactory
+from shared.db.idempotency import IdempotencyKeys
 from shared.db.models import IdempotencyKey, Job
 from shared.errors import InvalidSubmission, TooManyRequests, Unavailable
 from shared.events import EventBus
@@ -37,6 +38,14 @@ class HandOvers:
 
     async def __call__(self, jobs: Sequence[Job]) -> None:
         self.batches.append([job.id for job in jobs])
+
+    async def handed(self, count: int) -> list[uuid.UUID]:
+        """Every job handed over so far, sorted, once there are `count` (or after a second)."""
+        for _ in range(50):
+            if sum(len(batch) for batch in self.batches) == count:
+                break
+            await asyncio.sleep(0.02)
+        return sorted(job for batch in self.batches for job in batch)
 
 
 @pytest.fixture
@@ -108,13 +117,7 @@ async def test_each_entry_gets_its_own_answer(
     assert isinstance(reused, InvalidSubmission)
     assert isinstance(plain, tuple) and plain[1] is False
     assert await stored(sessions, subject) == 2
-    for _ in range(50):
-        if sum(len(batch) for batch in handed.batches) == 2:
-            break
-        await asyncio.sleep(0.02)
-    assert sorted(job for batch in handed.batches for job in batch) == sorted(
-        [first[0].id, plain[0].id]
-    )
+    assert await handed.handed(2) == sorted([first[0].id, plain[0].id])
 
 
 async def test_the_quota_holds_within_a_batch_and_frees_refused_keys(
@@ -166,6 +169,47 @@ async def test_a_keyed_batch_within_the_limit_is_one_statement_and_answers_repla
             ).all()
         )
     assert holders == {"r1": original.id, "r2": new[0].id}
+
+
+async def test_a_failed_replay_lookup_fails_only_the_replay(
+    events: EventBus, subject: str, sessions: SessionFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is committed before its replays are looked up: the jobs it made keep their
+    answers (and their events and hand-over), the replay alone gets the error."""
+    handed = HandOvers()
+    intake_ = Intake(sessions, events, handed, max_active=100)
+    intake_.start()
+    try:
+        await failed_replay(intake_, handed, subject, sessions, monkeypatch)
+    finally:
+        await intake_.stop()
+    assert intake_.claiming_statements == 2
+
+
+async def failed_replay(
+    intake_: Intake,
+    handed: HandOvers,
+    subject: str,
+    sessions: SessionFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original, _ = await intake_.submit(prepared(subject), "f1", hash_of(SLEEP))
+
+    async def unreachable(*_: object) -> None:
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(IdempotencyKeys, "holders", unreachable)
+    replay, keyed, plain = await asyncio.gather(
+        intake_.submit(prepared(subject), "f1", hash_of(SLEEP)),
+        intake_.submit(prepared(subject), "f2", hash_of(SLEEP)),
+        intake_.submit(prepared(subject)),
+        return_exceptions=True,
+    )
+    assert isinstance(replay, OSError)
+    assert isinstance(keyed, tuple) and keyed[1] is False
+    assert isinstance(plain, tuple) and plain[1] is False
+    assert await stored(sessions, subject) == 3
+    assert await handed.handed(3) == sorted([original.id, keyed[0].id, plain[0].id])
 
 
 async def test_a_key_past_its_day_makes_a_new_job(
