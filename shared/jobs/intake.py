@@ -45,8 +45,9 @@ from shared.jobs.states import Lane
 
 log = logging.getLogger("jobq.intake")
 
-# Rows per batch: a keyed batch's insert binds about 25 parameters a row, far below Postgres's
-# 32,767 a statement (a keyless batch binds one array per column, whatever its size).
+# Rows per batch. The single statements bind one array per column, whatever the batch's size;
+# the transaction (a keyed batch near a limit) about 25 parameters a row, far below Postgres's
+# 32,767 a statement.
 MAX_BATCH = 256
 
 Outcome = tuple[Job, bool] | BaseException
