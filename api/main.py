@@ -77,7 +77,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     local = LocalExecutor(Runner(sessions, registry, settings, events))
     dispatcher = Dispatcher(
         sessions,
-        Publisher(celery, settings.cancel_grace_seconds),
+        Publisher(
+            celery,
+            settings.cancel_grace_seconds,
+            group=settings.dispatch_group,
+            group_slice=settings.dispatch_group_slice,
+        ),
         local,
         events,
         interval=settings.dispatch_interval,

@@ -16,12 +16,13 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from celery import Celery
 from celery.utils.nodenames import anon_nodename
 from kombu.entity import Queue
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
 
@@ -31,6 +32,7 @@ from shared.keys import (
     PRIORITIZED_QUEUE,
     PRIORITY_QUEUES,
     RUN_JOB_TASK,
+    RUN_JOBS_TASK,
     queue_for,
 )
 from shared.settings import Settings
@@ -62,6 +64,40 @@ class RunJobMessage(BaseModel):
     """Which job to run."""
 
     job_id: uuid.UUID
+
+
+# The most jobs one run-jobs message may carry.
+MAX_GROUP = 64
+
+
+class RunJobsMessage(BaseModel):
+    """Which jobs to run, one after another in this order: a group handed over together."""
+
+    job_ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_GROUP)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send: a run-job for one job, or a run-jobs for a group."""
+
+    task: str
+    kwargs: dict[str, Any]
+    priority: str
+    time_limit: float
+    job_ids: list[uuid.UUID]
+
+
+def spread(items: Sequence[Any], most: int) -> list[Sequence[Any]]:
+    """`items` in order, cut into as few runs of at most `most` as can be, evenly sized:
+    12 at most 8 go as 6 and 6, never as 8 and 4."""
+    count = -(-len(items) // most)
+    size, extra = divmod(len(items), count) if count else (0, 0)
+    runs, start = [], 0
+    for index in range(count):
+        end = start + size + (index < extra)
+        runs.append(items[start:end])
+        start = end
+    return runs
 
 
 class DeliverWebhookMessage(BaseModel):
@@ -201,8 +237,9 @@ class RedisWire:
         }
         return json.dumps(envelope).encode()
 
-    async def push(self, messages: Sequence[tuple[str, bytes]]) -> None:
-        """LPUSH each (queue, message), in order within each queue, in one round trip."""
+    async def push(self, messages: Sequence[tuple[str, bytes]], *, front: bool = False) -> None:
+        """LPUSH each (queue, message), in order within each queue, in one round trip.
+        `front`: RPUSH instead, so that they are the next taken, still in their order."""
         if self._redis is None:
             self._redis = Redis.from_url(
                 self.url,
@@ -214,7 +251,10 @@ class RedisWire:
             by_queue[queue].append(message)
         async with self._redis.pipeline(transaction=False) as pipe:
             for queue, queued in by_queue.items():
-                pipe.lpush(queue, *queued)
+                if front:
+                    pipe.rpush(queue, *reversed(queued))
+                else:
+                    pipe.lpush(queue, *queued)
             await pipe.execute()
 
     async def aclose(self) -> None:
@@ -231,9 +271,16 @@ class Publisher:
     # backstop for a handler that blocks the child's event loop so it cannot stop itself.
     HARD_LIMIT_MARGIN = 60.0
 
-    def __init__(self, celery: Celery, grace: float) -> None:
+    def __init__(
+        self, celery: Celery, grace: float, *, group: int = 1, group_slice: float = 0.05
+    ) -> None:
         self.celery = celery
         self.grace = grace
+        # Heavy jobs of one priority handed over together go as run-jobs messages of up to
+        # `group` jobs; a worker process that runs one hands back the rest of it once a job
+        # of it has run `group_slice` seconds (see Runner.run_many).
+        self.group = group
+        self.group_slice = group_slice
         self.amqp = is_amqp(celery)
         # False from a failed publish until a publish or a probe succeeds: while it is false
         # the API refuses heavy jobs (503) rather than accept what it cannot send.
@@ -246,23 +293,6 @@ class Publisher:
 
     def time_limit(self, job_timeout: float) -> float:
         return job_timeout + self.grace + self.HARD_LIMIT_MARGIN
-
-    def send(
-        self, job_id: uuid.UUID, priority: str, job_timeout: float, producer: Any = None
-    ) -> None:
-        message = RunJobMessage(job_id=job_id)
-        try:
-            self.celery.send_task(
-                RUN_JOB_TASK,
-                kwargs=message.model_dump(mode="json"),
-                time_limit=self.time_limit(job_timeout),
-                producer=producer,
-                **self.route(priority),
-            )
-        except Exception:
-            self.healthy = False
-            raise
-        self.healthy = True
 
     def send_webhook(self, delivery_id: uuid.UUID) -> None:
         message = DeliverWebhookMessage(delivery_id=delivery_id)
@@ -295,10 +325,29 @@ class Publisher:
             self.healthy = False
         return self.healthy
 
-    async def publish(self, job_id: uuid.UUID, priority: str, job_timeout: float) -> None:
-        await asyncio.to_thread(self.send, job_id, priority, job_timeout)
+    def outgoing(self, jobs: Sequence[Sendable], group: int | None = None) -> list[Outgoing]:
+        """The messages that carry these jobs: per priority, in their order, as evenly sized
+        groups of at most `group` (the publisher's own by default); a group of one is a
+        run-job message, as is every message when `group` is 1."""
+        by_priority: dict[str, list[Sendable]] = defaultdict(list)
+        for job in jobs:
+            by_priority[job.priority].append(job)
+        messages = []
+        for priority, same in by_priority.items():
+            for run in spread(same, min(group or self.group, MAX_GROUP)):
+                limit = max(self.time_limit(job.timeout_seconds) for job in run)
+                ids = [job.id for job in run]
+                if len(run) == 1:
+                    kwargs = RunJobMessage(job_id=ids[0]).model_dump(mode="json")
+                    messages.append(Outgoing(RUN_JOB_TASK, kwargs, priority, limit, ids))
+                    continue
+                # Each job but the last may run up to the slice before the rest go back.
+                limit += (len(run) - 1) * self.group_slice
+                kwargs = RunJobsMessage(job_ids=ids).model_dump(mode="json")
+                messages.append(Outgoing(RUN_JOBS_TASK, kwargs, priority, limit, ids))
+        return messages
 
-    def send_many(self, jobs: Sequence[Sendable]) -> list[uuid.UUID]:
+    def send_many(self, jobs: Sequence[Sendable], group: int | None = None) -> list[uuid.UUID]:
         """Send several over one producer; returns the ids that may not have been sent.
 
         On Redis (kombu >= 5.7) the messages go in one pipeline, one round trip; on RabbitMQ
@@ -307,26 +356,36 @@ class Publisher:
         """
         try:
             with self.celery.producer_or_acquire() as producer, producer.batch():
-                for job in jobs:
-                    self.send(job.id, job.priority, job.timeout_seconds, producer=producer)
+                for message in self.outgoing(jobs, group):
+                    self.celery.send_task(
+                        message.task,
+                        kwargs=message.kwargs,
+                        time_limit=message.time_limit,
+                        producer=producer,
+                        **self.route(message.priority),
+                    )
         except Exception as exc:
             self.healthy = False
             log.warning("could not publish %d job(s) (%s); will retry", len(jobs), exc)
             return [job.id for job in jobs]
+        self.healthy = True
         return []
 
-    async def publish_many(self, jobs: Sequence[Sendable]) -> list[uuid.UUID]:
-        """send_many, over RedisWire on Redis, else in one thread hop."""
+    async def publish_many(
+        self, jobs: Sequence[Sendable], *, group: int | None = None, front: bool = False
+    ) -> list[uuid.UUID]:
+        """send_many, over RedisWire on Redis, else in one thread hop. `front`: on Redis,
+        ahead of the messages already waiting (jobs taken from the queue once already)."""
         if self.wire is None:
-            return await asyncio.to_thread(self.send_many, jobs)
-        messages = []
-        for job in jobs:
-            queue = queue_for(job.priority)
-            kwargs = RunJobMessage(job_id=job.id).model_dump(mode="json")
-            limit = self.time_limit(job.timeout_seconds)
-            messages.append((queue, self.wire.message(RUN_JOB_TASK, kwargs, queue, limit)))
+            return await asyncio.to_thread(self.send_many, jobs, group)
+        wire = self.wire
+        messages = [
+            (queue, wire.message(message.task, message.kwargs, queue, message.time_limit))
+            for message in self.outgoing(jobs, group)
+            for queue in [queue_for(message.priority)]
+        ]
         try:
-            await self.wire.push(messages)
+            await wire.push(messages, front=front)
         except Exception as exc:
             self.healthy = False
             log.warning("could not publish %d job(s) (%s); will retry", len(jobs), exc)

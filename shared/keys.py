@@ -3,6 +3,8 @@
 from shared.jobs.states import Priority
 
 RUN_JOB_TASK = "jobq.run_job"
+# Several jobs handed over together, run in turn by one worker process (see shared/broker.py).
+RUN_JOBS_TASK = "jobq.run_jobs"
 DELIVER_WEBHOOK_TASK = "jobq.deliver_webhook"
 
 QUEUE_PREFIX = "jobq"

@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     cancel_poll_interval: float = Field(default=1.0, gt=0)
     dispatch_interval: float = Field(default=0.5, gt=0)
     dispatch_batch: int = Field(default=500, ge=1)
+    # Heavy jobs of one priority handed over together (a batch POST, the submissions one
+    # commit gathers) go to Celery as messages of up to this many, each run in turn by one
+    # worker process: the per-message cost is paid once per group. 1: a message per job.
+    dispatch_group: int = Field(default=8, ge=1, le=64)
+    # A job of a group that runs this long hands the group's jobs not yet started back to
+    # the head of their queue, one message each, so a long job holds none back from an idle
+    # worker process.
+    dispatch_group_slice: float = Field(default=0.05, gt=0)
     lease_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace: float = Field(default=25.0, ge=0)
     claim_timeout: float = Field(default=30.0, gt=0)

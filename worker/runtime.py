@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+import uuid
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from shared.broker import Publisher, create_celery
 from shared.db.engine import create_engine, create_session_factory
+from shared.db.models import Job
 from shared.events import EventBus
 from shared.jobs.registry import load_registry
 from shared.jobs.runner import Runner
@@ -26,14 +29,21 @@ class Runtime:
     runner: Runner
     redis: Redis
     webhooks: WebhookSender
+    publisher: Publisher
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
+
+    async def hand_back(self, jobs: Sequence[Job]) -> list[uuid.UUID]:
+        """A group's unstarted jobs, back to the head of their queues, one message each."""
+        return await self.publisher.publish_many(jobs, group=1, front=True)
 
     def close(self) -> None:
         engine = self.runner.sessions.kw["bind"]
         self.loop.run_until_complete(engine.dispose())
         self.loop.run_until_complete(self.redis.aclose())
+        self.loop.run_until_complete(self.publisher.aclose())
+        self.publisher.celery.close()
         self.loop.close()
 
 
@@ -55,7 +65,8 @@ def start(settings: Settings) -> Runtime:
             events = EventBus(redis, settings.event_retention)
             sessions = create_session_factory(engine)
             runner = Runner(sessions, registry, settings, events)
-            _runtime = Runtime(loop, runner, redis, WebhookSender(sessions, settings))
+            publisher = Publisher(create_celery(settings), settings.cancel_grace_seconds)
+            _runtime = Runtime(loop, runner, redis, WebhookSender(sessions, settings), publisher)
         return _runtime
 
 

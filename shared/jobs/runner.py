@@ -4,7 +4,10 @@ both call this; they differ only in who calls it.
 An attempt: claim the job (queued -> running, attempts + 1, with a lease), run the handler while
 its pulse writes progress, renews the lease and reads the cancel flag, then record the outcome
 with a compare-and-set fenced by the attempt number, so a stale attempt never overwrites a newer
-one.
+one. Each status change is announced to watchers once written, in the background and in order.
+
+A group (several jobs in one Celery message) runs in turn in one process, its events going
+out meanwhile; see `run_many`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -66,10 +69,76 @@ class Runner:
         self.registry = registry
         self.settings = settings
         self.events = events
-        # Each running attempt's running event, while it is being published.
+        # Each attempt's latest status event, while it is being published.
         self._announcing: dict[tuple[uuid.UUID, int], asyncio.Future[None]] = {}
 
-    async def run(self, job_id: uuid.UUID) -> RunReport:
+    async def run_many(
+        self,
+        job_ids: Sequence[uuid.UUID],
+        hand_back: Callable[[Sequence[Job]], Awaitable[list[uuid.UUID]]],
+    ) -> list[RunReport]:
+        """Run a group's jobs in turn; their events are all out when this returns.
+
+        A job still running after `dispatch_group_slice` seconds, or one that leaves a thread
+        behind, sends the jobs after it to `hand_back` (back to the queue, for any process) so
+        that a long job holds none of them up. Those `hand_back` could not send wait for the
+        dispatcher, which sends handed-over jobs left unclaimed again.
+        """
+        reports: list[RunReport] = []
+        try:
+            for index, job_id in enumerate(job_ids):
+                rest = job_ids[index + 1 :]
+                attempt = asyncio.ensure_future(self.run(job_id, settle=False))
+                try:
+                    if rest:
+                        done, _ = await asyncio.wait(
+                            {attempt}, timeout=self.settings.dispatch_group_slice
+                        )
+                        if not done:
+                            await self._give_back(rest, hand_back)
+                            rest = []
+                    report = await attempt
+                except asyncio.CancelledError:
+                    attempt.cancel()
+                    await asyncio.wait({attempt})
+                    raise
+                reports.append(report)
+                if report.abandoned_thread and rest:
+                    await self._give_back(rest, hand_back)
+                    rest = []
+                if not rest:
+                    break
+        finally:
+            if self._announcing:
+                await asyncio.wait(set(self._announcing.values()))
+        return reports
+
+    async def _give_back(
+        self,
+        job_ids: Sequence[uuid.UUID],
+        hand_back: Callable[[Sequence[Job]], Awaitable[list[uuid.UUID]]],
+    ) -> None:
+        """Send a group's unstarted jobs on without it. Never raises."""
+        try:
+            async with self.single.begin() as session:
+                found = await JobRepository(session).get_many(job_ids)
+            waiting = [
+                found[job_id]
+                for job_id in job_ids
+                if job_id in found and found[job_id].status == JobStatus.QUEUED
+            ]
+            failed = await hand_back(waiting) if waiting else []
+        except Exception as exc:
+            log.warning("could not hand back %d job(s) of a group (%s)", len(job_ids), exc)
+            return
+        if failed:
+            log.warning("could not hand back %d job(s) of a group", len(failed))
+        else:
+            log.info("a job ran long: %d job(s) of its group handed back", len(waiting))
+
+    async def run(self, job_id: uuid.UUID, *, settle: bool = True) -> RunReport:
+        """One attempt of the job. `settle`: return once its events are out (else they may
+        still be going: see `run_many`)."""
         with bound(job_id=str(job_id)):
             lease = timedelta(seconds=self.settings.lease_seconds)
             try:
@@ -89,23 +158,32 @@ class Runner:
                 try:
                     return await self._attempt(job)
                 finally:
-                    await self._announced(job)
+                    if settle:
+                        await self._announced(job)
 
     def _announce(self, events: EventBus, job: Job) -> None:
-        """Publish the attempt's running event in the background, until it is out."""
+        """Publish the attempt's status event in the background, after its earlier ones."""
         key = job.id, job.attempts
-        announcing = asyncio.ensure_future(events.moved(job))
+        earlier = self._announcing.get(key)
+
+        async def announce() -> None:
+            if earlier is not None:
+                await asyncio.wait({earlier})
+            await events.moved(job)
+
+        announcing = asyncio.ensure_future(announce())
         self._announcing[key] = announcing
 
         def done(future: asyncio.Future[None]) -> None:
-            del self._announcing[key]
+            if self._announcing.get(key) is future:
+                del self._announcing[key]
             if not future.cancelled() and (exc := future.exception()) is not None:
-                log.warning("job %s: its running event failed: %r", job.id, exc)
+                log.warning("job %s: its %s event failed: %r", job.id, job.status, exc)
 
         announcing.add_done_callback(done)
 
     async def _announced(self, job: Job) -> None:
-        """Wait for the attempt's running event to be out, if it is not yet. Never raises
+        """Wait for the attempt's status events to be out, if they are not yet. Never raises
         for the publish: each waiter waits on its own, so one that is cancelled leaves the
         entry for the others."""
         announcing = self._announcing.get((job.id, job.attempts))
@@ -245,11 +323,10 @@ class Runner:
         self, operation: Callable[[JobRepository], Awaitable[Job]], *, single: bool = False
     ) -> Job:
         """A status change: written (see `_write`), then announced to watchers, after the
-        attempt's running event."""
+        attempt's earlier events."""
         job = await self._write(operation, single=single)
         if self.events is not None:
-            await self._announced(job)
-            await self.events.moved(job)
+            self._announce(self.events, job)
         return job
 
     async def _write(

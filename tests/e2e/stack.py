@@ -9,7 +9,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,9 @@ import psutil
 from sqlalchemy import text
 
 from cli.servers import EmbeddedRedis, free_port
-from shared.db.engine import SessionFactory
+from shared.db.engine import SessionFactory, create_engine, create_session_factory
+from shared.db.models import Job
+from shared.db.repository import JobRepository
 from shared.jobs.states import JobStatus, can_transition, is_terminal
 from shared.settings import Settings
 from shared.tokens import issue_token
@@ -140,6 +142,21 @@ async def wait_until(
 
 def all_terminal(found: dict[str, tuple[str, int]]) -> bool:
     return all(is_terminal(JobStatus(status)) for status, _ in found.values())
+
+
+async def finished_jobs(
+    settings: Settings, ids: Sequence[uuid.UUID], limit: float = 30
+) -> list[Job]:
+    """The jobs, in the order of `ids`, once every one of them has ended."""
+    engine = create_engine(settings)
+    try:
+        sessions = create_session_factory(engine)
+        await wait_until(sessions, [str(job_id) for job_id in ids], all_terminal, limit)
+        async with sessions() as session:
+            found = await JobRepository(session).get_many(ids)
+        return [found[job_id] for job_id in ids]
+    finally:
+        await engine.dispose()
 
 
 async def check_invariants(sessions: SessionFactory, ids: Iterable[str]) -> None:

@@ -102,3 +102,62 @@ def test_only_plain_redis_urls_take_the_wire(settings: Settings) -> None:
     ):
         other_settings = settings.model_copy(update={"broker_url": other})
         assert not RedisWire.handles(create_celery(other_settings))
+
+
+async def test_a_group_goes_as_one_run_jobs_message_as_send_task_writes_it(
+    own_broker: Settings,
+) -> None:
+    celery = create_celery(own_broker)
+    publisher = Publisher(celery, own_broker.cancel_grace_seconds, group=4, group_slice=0.5)
+    jobs = [FakeJob(uuid.uuid4(), "normal", timeout) for timeout in (10.0, 30.0, 20.0)]
+    client = Redis.from_url(own_broker.effective_broker_url)
+    try:
+        assert publisher.send_many(jobs) == []  # through kombu
+        assert await publisher.publish_many(jobs) == []  # through the wire
+        queue = queue_for("normal")
+        assert client.llen(queue) == 2
+        by_kombu, by_wire = _popped(client, queue), _popped(client, queue)
+        assert _without_ids(by_wire) == _without_ids(by_kombu)
+        assert by_wire["headers"]["task"] == "jobq.run_jobs"
+        assert by_wire["body"][1] == {"job_ids": [str(job.id) for job in jobs]}
+        # The longest job's limit, and the slice each job before the last may run.
+        assert by_wire["headers"]["timelimit"] == [publisher.time_limit(30.0) + 2 * 0.5, None]
+    finally:
+        await publisher.aclose()
+        client.close()
+
+
+def test_groups_are_cut_evenly_per_priority_in_order(settings: Settings) -> None:
+    publisher = Publisher(create_celery(settings), settings.cancel_grace_seconds, group=8)
+    normal = [FakeJob(uuid.uuid4(), "normal", 10.0) for _ in range(12)]
+    high = FakeJob(uuid.uuid4(), "high", 10.0)
+    messages = publisher.outgoing([*normal[:5], high, *normal[5:]])
+    assert [(m.task, m.priority, len(m.job_ids)) for m in messages] == [
+        ("jobq.run_jobs", "normal", 6),
+        ("jobq.run_jobs", "normal", 6),
+        ("jobq.run_job", "high", 1),
+    ]
+    assert [i for m in messages[:2] for i in m.job_ids] == [job.id for job in normal]
+    assert messages[2].kwargs == {"job_id": str(high.id)}
+    # One a message, when asked (a group's jobs handed back), or by default.
+    assert {len(m.job_ids) for m in publisher.outgoing(normal, group=1)} == {1}
+    single = Publisher(create_celery(settings), settings.cancel_grace_seconds)
+    assert len(single.outgoing(normal)) == 12
+
+
+async def test_jobs_sent_to_the_front_are_taken_next_in_their_order(
+    own_broker: Settings,
+) -> None:
+    publisher = Publisher(create_celery(own_broker), own_broker.cancel_grace_seconds)
+    waiting = [FakeJob(uuid.uuid4(), "normal", 10.0) for _ in range(2)]
+    back = [FakeJob(uuid.uuid4(), "normal", 10.0) for _ in range(3)]
+    client = Redis.from_url(own_broker.effective_broker_url)
+    try:
+        assert await publisher.publish_many(waiting) == []
+        assert await publisher.publish_many(back, group=1, front=True) == []
+        queue = queue_for("normal")
+        taken = [_popped(client, queue)["body"][1]["job_id"] for _ in range(5)]
+        assert taken == [str(job.id) for job in [*back, *waiting]]
+    finally:
+        await publisher.aclose()
+        client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from shared.db.engine import SessionFactory, create_engine, create_session_factory
 from shared.db.models import Job
 from shared.db.repository import JobRepository
-from shared.events import Envelope, EventBus
+from shared.events import Envelope, EventBus, JobEvent
 from shared.jobs.context import JobContext
 from shared.jobs.outcome import Outcome
 from shared.jobs.registry import Registry
@@ -54,6 +54,11 @@ async def fine(ctx: JobContext, params: Nothing) -> Text:
     return Text(text="ok")
 
 
+async def long(ctx: JobContext, params: Nothing) -> Text:
+    await asyncio.sleep(0.4)
+    return Text(text="done at last")
+
+
 async def nul_result(ctx: JobContext, params: Nothing) -> Text:
     ctx.progress(1, 2, "half\x00way")
     return Text(text="bad\x00byte")
@@ -84,6 +89,7 @@ REGISTRY = Registry(
         kind("slow_to_stop", slow_to_stop, 0.5),
         kind("nul_result", nul_result),
         kind("fine", fine),
+        kind("long", long),
         kind("reports_then_waits", reports_then_waits),
     ]
 )
@@ -258,3 +264,91 @@ async def test_a_cancelled_waiter_leaves_the_others_waiting_for_the_running_even
     await runner._announced(job)  # still waits for the publish, not for nothing
     entries = await redis.xrange(event_stream(job.id)) or []
     assert len(entries) == 1 and runner._announcing == {}
+
+
+class HandBack:
+    """Where a group's unstarted jobs go: here, a list (or a failure, when asked)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        self.fails = fails
+        self.jobs: list[Job] = []
+
+    async def __call__(self, jobs: Sequence[Job]) -> list[uuid.UUID]:
+        if self.fails:
+            raise ConnectionError("the broker is away")
+        self.jobs.extend(jobs)
+        return []
+
+
+def statuses(events: list[JobEvent]) -> list[str]:
+    return [event.status.value for event in events]
+
+
+async def stream(redis: Redis, job_id: uuid.UUID) -> list[JobEvent]:
+    entries = await redis.xrange(event_stream(job_id)) or []
+    return [Envelope.model_validate_json(fields[b"e"]).event for _, fields in entries if fields]
+
+
+async def test_a_group_runs_in_turn_and_its_events_are_out_when_it_returns(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, SlowToAnnounce(redis, 60))
+    jobs = [await submitted(sessions, subject, "fine") for _ in range(3)]
+    hand_back = HandBack()
+    reports = await runner.run_many([job.id for job in jobs], hand_back)
+    assert [(r.job_id, r.outcome) for r in reports] == [(j.id, Outcome.SUCCEEDED) for j in jobs]
+    assert hand_back.jobs == [] and runner._announcing == {}
+    for job in jobs:
+        assert statuses(await stream(redis, job.id)) == ["running", "succeeded"]
+    finals = [await stored(sessions, job.id) for job in jobs]
+    assert [f.started_at for f in finals] == sorted(f.started_at for f in finals if f.started_at)
+
+
+async def test_a_long_job_hands_the_unstarted_rest_of_its_group_back(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, EventBus(redis, 60))
+    first = await submitted(sessions, subject, "long")
+    taken, rest = [await submitted(sessions, subject, "fine") for _ in range(2)]
+    later = [await submitted(sessions, subject, "fine") for _ in range(2)]
+    await runner.run(taken.id)  # a duplicate message ran this one already
+    hand_back = HandBack()
+    ids = [first.id, taken.id, rest.id, *(job.id for job in later)]
+    reports = await runner.run_many(ids, hand_back)
+    assert [(r.job_id, r.outcome) for r in reports] == [(first.id, Outcome.SUCCEEDED)]
+    # Only those still waiting go back, in their order, unclaimed.
+    assert [job.id for job in hand_back.jobs] == [rest.id, *(job.id for job in later)]
+    for job in hand_back.jobs:
+        assert (await stored(sessions, job.id)).status == "queued"
+    assert statuses(await stream(redis, first.id)) == ["running", "succeeded"]
+    # A duplicate of the group skips what has run and runs the rest.
+    again = await runner.run_many(ids[1:], HandBack())
+    assert [r.outcome for r in again] == [Outcome.SKIPPED, *[Outcome.SUCCEEDED] * 3]
+
+
+async def test_a_group_whose_rest_cannot_go_back_still_ends_its_long_job(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    """Those left behind wait, handed over but unclaimed, for the dispatcher to send again."""
+    runner = Runner(sessions, REGISTRY, settings, EventBus(redis, 60))
+    first = await submitted(sessions, subject, "long")
+    rest = await submitted(sessions, subject, "fine")
+    reports = await runner.run_many([first.id, rest.id], HandBack(fails=True))
+    assert [r.outcome for r in reports] == [Outcome.SUCCEEDED]
+    assert (await stored(sessions, rest.id)).status == "queued"
+
+
+async def test_a_cancelled_group_hands_its_running_job_back(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, EventBus(redis, 60))
+    first = await submitted(sessions, subject, "long")
+    rest = await submitted(sessions, subject, "fine")
+    group = asyncio.ensure_future(runner.run_many([first.id, rest.id], HandBack()))
+    await asyncio.sleep(0.2)  # past the slice: the rest went back; the long job runs
+    group.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await group
+    handed = await stored(sessions, first.id)
+    assert handed.status == "queued" and handed.error and handed.error["type"] == "worker_lost"
+    assert runner._announcing == {}
