@@ -1,6 +1,7 @@
 """The Celery app both sides share (the worker adds the task), and publishing a job to it.
 
-Celery carries only the job id, as JSON. Postgres is the record; Celery is delivery.
+Celery carries only job ids (one a message, or a group of them), as JSON. Postgres is the record;
+Celery is delivery.
 
 Priorities: on Redis, one queue per priority, drained in order (BRPOP on the listed queues).
 On RabbitMQ, one queue with message priorities (`x-max-priority`), since a worker consuming
