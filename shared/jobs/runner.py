@@ -79,11 +79,13 @@ class Runner:
     ) -> list[RunReport]:
         """Run a group's jobs in turn; their events are all out when this returns.
 
-        A job still running after `dispatch_group_slice` seconds, or one that leaves a thread
-        behind, sends the jobs after it to `hand_back` (back to the queue, for any process) so
-        that a long job holds none of them up. Those `hand_back` could not send wait for the
-        dispatcher, which sends handed-over jobs left unclaimed again.
+        A job still running after `dispatch_group_slice` seconds, one that leaves a thread
+        behind, or one whose attempt raises, sends the jobs after it to `hand_back` (back to
+        the queue, for any process) so that it holds none of them up. Those `hand_back` could
+        not send wait for the dispatcher, which sends handed-over jobs left unclaimed again.
+        Each job's handler starts once the earlier jobs' events are out.
         """
+        job_ids = list(dict.fromkeys(job_ids))  # a job once, whatever the message says
         reports: list[RunReport] = []
         try:
             for index, job_id in enumerate(job_ids):
@@ -101,6 +103,10 @@ class Runner:
                 except asyncio.CancelledError:
                     attempt.cancel()
                     await asyncio.wait({attempt})
+                    raise
+                except Exception:
+                    if rest:
+                        await self._give_back(rest, hand_back)
                     raise
                 reports.append(report)
                 if report.abandoned_thread and rest:
@@ -122,10 +128,14 @@ class Runner:
         try:
             async with self.single.begin() as session:
                 found = await JobRepository(session).get_many(job_ids)
+            # Still waiting as handed over: not run meanwhile by a duplicate message, nor
+            # back from an attempt to wait out a retry's back-off.
             waiting = [
-                found[job_id]
+                job
                 for job_id in job_ids
-                if job_id in found and found[job_id].status == JobStatus.QUEUED
+                if (job := found.get(job_id)) is not None
+                and job.status == JobStatus.QUEUED
+                and job.dispatched_at is not None
             ]
             failed = await hand_back(waiting) if waiting else []
         except Exception as exc:
@@ -156,6 +166,10 @@ class Runner:
             with bound(kind=job.kind, attempt=job.attempts, request_id=job.request_id):
                 log.info("job %s attempt %d started", job.id, job.attempts)
                 try:
+                    if not settle:
+                        # In a group: a handler that blocked this loop would hold back the
+                        # events of the jobs before it, which are out by now or nearly.
+                        await self._others_announced(job)
                     return await self._attempt(job)
                 finally:
                     if settle:
@@ -181,6 +195,12 @@ class Runner:
                 log.warning("job %s: its %s event failed: %r", job.id, job.status, exc)
 
         announcing.add_done_callback(done)
+
+    async def _others_announced(self, job: Job) -> None:
+        """Wait for every other attempt's events in flight in this runner to be out."""
+        others = {f for key, f in self._announcing.items() if key != (job.id, job.attempts)}
+        if others:
+            await asyncio.wait(others)
 
     async def _announced(self, job: Job) -> None:
         """Wait for the attempt's status events to be out, if they are not yet. Never raises

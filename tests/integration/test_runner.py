@@ -54,6 +54,15 @@ async def fine(ctx: JobContext, params: Nothing) -> Text:
     return Text(text="ok")
 
 
+# What happened, in order, for the test that checks a group's handlers wait for events.
+HAPPENED: list[tuple[str, uuid.UUID]] = []
+
+
+async def marks(ctx: JobContext, params: Nothing) -> Text:
+    HAPPENED.append(("handler", ctx.job_id))
+    return Text(text="ok")
+
+
 async def long(ctx: JobContext, params: Nothing) -> Text:
     await asyncio.sleep(0.4)
     return Text(text="done at last")
@@ -90,6 +99,7 @@ REGISTRY = Registry(
         kind("nul_result", nul_result),
         kind("fine", fine),
         kind("long", long),
+        kind("marks", marks),
         kind("reports_then_waits", reports_then_waits),
     ]
 )
@@ -160,9 +170,11 @@ REFUSE_DELIVERIES = [
 ]
 
 
-async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
+@pytest.fixture
+async def refusing(
     settings: Settings, own_database: str, subject: str
-) -> None:
+) -> AsyncIterator[tuple[SessionFactory, Job]]:
+    """A database of its own that refuses webhook deliveries, and a job with a webhook."""
     engine = create_engine(settings.model_copy(update={"database_url": own_database}))
     sessions = create_session_factory(engine)
     try:
@@ -175,13 +187,20 @@ async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
                 text("UPDATE jobs SET webhook_url = 'https://example.com/hook' WHERE id = :id"),
                 {"id": job.id},
             )
-        with pytest.raises(DBAPIError, match="deliveries refused"):
-            await Runner(sessions, REGISTRY, settings).run(job.id)
-        # The end and its delivery are one transaction: without the delivery, no end either.
-        final = await stored(sessions, job.id)
-        assert final.status == "running" and final.finished_at is None
+        yield sessions, job
     finally:
         await engine.dispose()
+
+
+async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
+    settings: Settings, refusing: tuple[SessionFactory, Job]
+) -> None:
+    sessions, job = refusing
+    with pytest.raises(DBAPIError, match="deliveries refused"):
+        await Runner(sessions, REGISTRY, settings).run(job.id)
+    # The end and its delivery are one transaction: without the delivery, no end either.
+    final = await stored(sessions, job.id)
+    assert final.status == "running" and final.finished_at is None
 
 
 @pytest.fixture
@@ -292,7 +311,9 @@ async def stream(redis: Redis, job_id: uuid.UUID) -> list[JobEvent]:
 async def test_a_group_runs_in_turn_and_its_events_are_out_when_it_returns(
     settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
 ) -> None:
-    runner = Runner(sessions, REGISTRY, settings, SlowToAnnounce(redis, 60))
+    # Past the slow events: a job's slice includes its wait for the earlier jobs' events.
+    patient = settings.model_copy(update={"dispatch_group_slice": 5.0})
+    runner = Runner(sessions, REGISTRY, patient, SlowToAnnounce(redis, 60))
     jobs = [await submitted(sessions, subject, "fine") for _ in range(3)]
     hand_back = HandBack()
     reports = await runner.run_many([job.id for job in jobs], hand_back)
@@ -352,3 +373,52 @@ async def test_a_cancelled_group_hands_its_running_job_back(
     handed = await stored(sessions, first.id)
     assert handed.status == "queued" and handed.error and handed.error["type"] == "worker_lost"
     assert runner._announcing == {}
+
+
+class SlowToEnd(EventBus):
+    """A real bus whose end events take a while, and that notes when each went out."""
+
+    async def moved(self, *jobs: Job, ran: bool = True) -> None:
+        if any(job.status == "succeeded" for job in jobs):
+            await asyncio.sleep(0.2)
+        await super().moved(*jobs, ran=ran)
+        HAPPENED.extend((job.status, job.id) for job in jobs)
+
+
+async def test_a_group_starts_each_handler_once_the_earlier_events_are_out(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, SlowToEnd(redis, 60))
+    first = await submitted(sessions, subject, "fine")
+    second = await submitted(sessions, subject, "marks")
+    HAPPENED.clear()
+    reports = await runner.run_many([first.id, second.id, first.id], HandBack())
+    assert [r.outcome for r in reports] == [Outcome.SUCCEEDED] * 2  # a repeated id runs once
+    assert HAPPENED.index(("succeeded", first.id)) < HAPPENED.index(("handler", second.id))
+
+
+async def test_a_group_whose_job_raises_hands_the_rest_back(
+    settings: Settings, refusing: tuple[SessionFactory, Job], subject: str
+) -> None:
+    sessions, broken = refusing
+    rest = await submit(sessions, subject, "fine")
+    hand_back = HandBack()
+    with pytest.raises(DBAPIError, match="deliveries refused"):
+        await Runner(sessions, REGISTRY, settings).run_many([broken.id, rest.id], hand_back)
+    assert [job.id for job in hand_back.jobs] == [rest.id]
+
+
+async def test_a_job_waiting_out_a_back_off_is_not_handed_back(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    """A duplicate message ran it meanwhile, and it failed: it waits for its run_at."""
+    runner = Runner(sessions, REGISTRY, settings, EventBus(redis, 60))
+    first = await submitted(sessions, subject, "long")
+    retrying, waiting = [await submitted(sessions, subject, "fine") for _ in range(2)]
+    async with sessions.begin() as session:
+        await session.execute(
+            text("UPDATE jobs SET dispatched_at = NULL WHERE id = :id"), {"id": retrying.id}
+        )
+    hand_back = HandBack()
+    await runner.run_many([first.id, retrying.id, waiting.id], hand_back)
+    assert [job.id for job in hand_back.jobs] == [waiting.id]
