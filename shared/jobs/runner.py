@@ -144,7 +144,7 @@ class Runner:
         if failed:
             log.warning("could not hand back %d job(s) of a group", len(failed))
         else:
-            log.info("a job ran long: %d job(s) of its group handed back", len(waiting))
+            log.info("%d job(s) of the group handed back, to run elsewhere", len(waiting))
 
     async def run(self, job_id: uuid.UUID, *, settle: bool = True) -> RunReport:
         """One attempt of the job. `settle`: return once its events are out (else they may
