@@ -36,18 +36,30 @@ INSERT_JOBS = insert(JOBS_TABLE)
 # The columns this code knows, named: a column added by a newer migration is not returned to
 # older code (which could not build a Job from it, after the statement had committed).
 RETURNING_JOB = ", ".join(JOB_COLUMNS)
-CLAIM_SQL = f"""
+
+
+def _claim_sql(job_id: str, now: str, lease_until: str) -> str:
+    return f"""
 UPDATE jobs SET status = 'running', seq = seq + 1, attempts = attempts + 1,
-    started_at = $2, finished_at = NULL, lease_expires_at = $3
-WHERE id = $1 AND status = 'queued'
+    started_at = {now}, finished_at = NULL, lease_expires_at = {lease_until}
+WHERE id = {job_id} AND status = 'queued'
 RETURNING {RETURNING_JOB}
 """
+
+
+CLAIM_SQL = _claim_sql("$1", "$2", "$3")
 # Without a webhook only: an end with one writes its delivery in the same transaction.
 FINISH_SQL = f"""
 UPDATE jobs SET status = $3, seq = seq + 1, finished_at = $4, result = $5::jsonb,
     error = $6::jsonb, lease_expires_at = NULL, progress = COALESCE($7::jsonb, progress)
 WHERE id = $1 AND status = 'running' AND attempts = $2 AND webhook_url IS NULL
 RETURNING {RETURNING_JOB}
+"""
+# A group's next job claimed by the statement that ends the one before it: rows tagged
+# `claimed` (false: the end; true: the claim), either missing when its row did not match.
+FINISH_AND_CLAIM_SQL = f"""
+WITH finished AS ({FINISH_SQL}), claimed AS ({_claim_sql("$8", "$4", "$9")})
+SELECT false AS claimed, * FROM finished UNION ALL SELECT true AS claimed, * FROM claimed
 """
 PULSE_SQL = """
 UPDATE jobs SET progress = COALESCE($3::jsonb, progress),
@@ -391,6 +403,37 @@ class JobRepository:
         if row is not NOT_SINGLE:
             return Job(**row)
         return await self._transition(job_id, JobStatus.RUNNING, target, attempt=attempt, **values)
+
+    async def finish_and_claim(
+        self,
+        job_id: uuid.UUID,
+        attempt: int,
+        target: JobStatus,
+        now: datetime,
+        *,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        progress: dict[str, Any] | None,
+        next_id: uuid.UUID,
+        lease_until: datetime,
+    ) -> tuple[Job | None, Job | None]:
+        """In an autocommit session, one statement: `finish` (for a job without a webhook)
+        and `claim` of `next_id`, leased from `now`. Returns the ended and the claimed job,
+        each None where its row had moved on (the other still happens)."""
+        if not can_transition(JobStatus.RUNNING, target):
+            raise ValueError(f"illegal transition running -> {target}")
+        connection = await self._autocommit()
+        encoded = None if progress is None else _json(progress)
+        params = (job_id, attempt, target.value, now, _json(result), _json(error), encoded)
+        rows = await connection.exec_driver_sql(
+            FINISH_AND_CLAIM_SQL, (*params, next_id, lease_until)
+        )
+        found: dict[bool, Job] = {}
+        for row in rows.mappings():
+            values = dict(row)
+            claim = values.pop("claimed")
+            found[claim] = Job(**values)
+        return found.get(False), found.get(True)
 
     async def requeue(
         self,

@@ -7,7 +7,7 @@ with a compare-and-set fenced by the attempt number, so a stale attempt never ov
 one. Each status change is announced to watchers once written, in the background and in order.
 
 A group (several jobs in one Celery message) runs in turn in one process, its events going
-out meanwhile; see `run_many`.
+out meanwhile; each job's end claims the next in the same statement. See `run_many`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -55,6 +55,36 @@ class RunReport:
     abandoned_thread: bool = False
 
 
+@dataclass
+class Handoff:
+    """A group's next job, claimed by the statement that ends the job before it: a round trip
+    to Postgres and one to Redis fewer a job. Until that statement goes, the group may still
+    withdraw the job (to hand it back with the rest)."""
+
+    job_id: uuid.UUID
+    state: Literal["open", "withdrawn", "sent"] = "open"
+    returned: bool = False  # the statement came back; `job` is its claim
+    job: Job | None = None  # None: not claimable (taken, cancelled or finished), or started
+
+    def send(self) -> bool:
+        """The ending statement takes the claim along, unless the group withdrew it."""
+        if self.state != "open":
+            return False
+        self.state = "sent"
+        return True
+
+    def withdraw(self) -> bool:
+        """False if the ending statement has the claim already (it may be committed)."""
+        if self.state == "sent":
+            return False
+        self.state = "withdrawn"
+        return True
+
+    def take(self) -> Job | None:
+        job, self.job = self.job, None
+        return job
+
+
 class Runner:
     def __init__(
         self,
@@ -83,20 +113,27 @@ class Runner:
         behind, or one whose attempt raises, sends the jobs after it to `hand_back` (back to
         the queue, for any process) so that it holds none of them up. Those `hand_back` could
         not send wait for the dispatcher, which sends handed-over jobs left unclaimed again.
-        Each job's handler starts once the earlier jobs' events are out.
+        Each job's handler starts once the earlier jobs' events are out. A job's end claims
+        the next job (see `Handoff`); the slice then no longer sends the rest on, as the job
+        is ending.
         """
         job_ids = list(dict.fromkeys(job_ids))  # a job once, whatever the message says
         reports: list[RunReport] = []
+        claimed: Handoff | None = None
+        then: Handoff | None = None
         try:
             for index, job_id in enumerate(job_ids):
                 rest = job_ids[index + 1 :]
-                attempt = asyncio.ensure_future(self.run(job_id, settle=False))
+                then = Handoff(rest[0]) if rest else None
+                attempt = asyncio.ensure_future(
+                    self.run(job_id, settle=False, claimed=claimed, then=then)
+                )
                 try:
-                    if rest:
+                    if then is not None:
                         done, _ = await asyncio.wait(
                             {attempt}, timeout=self.settings.dispatch_group_slice
                         )
-                        if not done:
+                        if not done and then.withdraw():
                             await self._give_back(rest, hand_back)
                             rest = []
                     report = await attempt
@@ -109,12 +146,17 @@ class Runner:
                         await self._give_back(rest, hand_back)
                     raise
                 reports.append(report)
-                if report.abandoned_thread and rest:
+                if report.abandoned_thread and rest and then is not None and then.withdraw():
                     await self._give_back(rest, hand_back)
                     rest = []
                 if not rest:
                     break
+                claimed = then
         finally:
+            # Claimed by an end but not run (the group raised or was cancelled).
+            for handoff in (claimed, then):
+                if handoff is not None and (unrun := handoff.take()) is not None:
+                    await asyncio.shield(self._hand_back(unrun))
             if self._announcing:
                 await asyncio.wait(set(self._announcing.values()))
         return reports
@@ -146,22 +188,34 @@ class Runner:
         else:
             log.info("%d job(s) of the group handed back, to run elsewhere", len(waiting))
 
-    async def run(self, job_id: uuid.UUID, *, settle: bool = True) -> RunReport:
+    async def run(
+        self,
+        job_id: uuid.UUID,
+        *,
+        settle: bool = True,
+        claimed: Handoff | None = None,
+        then: Handoff | None = None,
+    ) -> RunReport:
         """One attempt of the job. `settle`: return once its events are out (else they may
-        still be going: see `run_many`)."""
+        still be going: see `run_many`). `claimed`: the job as the end before it claimed it,
+        if it did; `then`: the job its end is to claim."""
         with bound(job_id=str(job_id)):
-            lease = timedelta(seconds=self.settings.lease_seconds)
             try:
-                job = await self._write(
-                    lambda jobs: jobs.claim(job_id, utcnow(), utcnow() + lease), single=True
-                )
+                if claimed is not None and claimed.returned:
+                    job = claimed.take()
+                    if job is None:
+                        raise StaleAttempt(f"job {job_id}: expected queued")
+                else:
+                    job = await self._write(
+                        lambda jobs: jobs.claim(job_id, utcnow(), self._lease_until()), single=True
+                    )
+                    # The running event goes out while the handler starts: nothing waits for
+                    # its round trip but the attempt's next event, which must follow it.
+                    if self.events is not None:
+                        self._announce(self.events, job)
             except StaleAttempt:
                 log.info("job %s not claimable (already taken, cancelled or finished)", job_id)
                 return RunReport(job_id, Outcome.SKIPPED)
-            # The running event goes out while the handler starts: nothing waits for its
-            # round trip but the attempt's next event, which must follow it (see `_move`).
-            if self.events is not None:
-                self._announce(self.events, job)
             # Every line logged for this attempt (the handler's too) names it and its request.
             with bound(kind=job.kind, attempt=job.attempts, request_id=job.request_id):
                 log.info("job %s attempt %d started", job.id, job.attempts)
@@ -169,30 +223,41 @@ class Runner:
                     if not settle:
                         # In a group: a handler that blocked this loop would hold back the
                         # events of the jobs before it, which are out by now or nearly.
-                        await self._others_announced(job)
-                    return await self._attempt(job)
+                        try:
+                            await self._others_announced(job)
+                        except asyncio.CancelledError:
+                            await asyncio.shield(self._hand_back(job))
+                            raise
+                    return await self._attempt(job, then)
                 finally:
                     if settle:
                         await self._announced(job)
 
-    def _announce(self, events: EventBus, job: Job) -> None:
-        """Publish the attempt's status event in the background, after its earlier ones."""
-        key = job.id, job.attempts
-        earlier = self._announcing.get(key)
+    def _lease_until(self) -> Any:
+        return utcnow() + timedelta(seconds=self.settings.lease_seconds)
+
+    def _announce(self, events: EventBus, *jobs: Job) -> None:
+        """Publish the attempts' status events in the background (in one round trip), each
+        after its attempt's earlier ones."""
+        keys = [(job.id, job.attempts) for job in jobs]
+        earlier = {future for key in keys if (future := self._announcing.get(key)) is not None}
 
         async def announce() -> None:
-            if earlier is not None:
-                await asyncio.wait({earlier})
-            await events.moved(job)
+            if earlier:
+                await asyncio.wait(earlier)
+            await events.moved(*jobs)
 
         announcing = asyncio.ensure_future(announce())
-        self._announcing[key] = announcing
+        for key in keys:
+            self._announcing[key] = announcing
 
         def done(future: asyncio.Future[None]) -> None:
-            if self._announcing.get(key) is future:
-                del self._announcing[key]
+            for key in keys:
+                if self._announcing.get(key) is future:
+                    del self._announcing[key]
             if not future.cancelled() and (exc := future.exception()) is not None:
-                log.warning("job %s: its %s event failed: %r", job.id, job.status, exc)
+                moves = ", ".join(f"job {job.id} {job.status}" for job in jobs)
+                log.warning("status event(s) failed (%s): %r", moves, exc)
 
         announcing.add_done_callback(done)
 
@@ -210,7 +275,7 @@ class Runner:
         if announcing is not None:
             await asyncio.wait({announcing})
 
-    async def _attempt(self, job: Job) -> RunReport:
+    async def _attempt(self, job: Job, then: Handoff | None = None) -> RunReport:
         kind = self.registry.get(job.kind)
         if kind is None:
             return await self._fail(job, f"unknown job kind {job.kind!r} in this process")
@@ -247,7 +312,9 @@ class Runner:
             timeout=job.timeout_seconds,
             retry_delay=kind.retry.delay(job.attempts),
         )
-        return await self._record(job, ctx, decision, self._abandoned(kind, task))
+        abandoned = self._abandoned(kind, task)
+        # A thread left behind sends the rest of the group on, the next job with it.
+        return await self._record(job, ctx, decision, abandoned, None if abandoned else then)
 
     @staticmethod
     async def _call(kind: AnyKind, ctx: JobContext, params: BaseModel) -> Any:
@@ -263,7 +330,12 @@ class Runner:
         )
 
     async def _record(
-        self, job: Job, ctx: JobContext, decision: Decision, abandoned: bool
+        self,
+        job: Job,
+        ctx: JobContext,
+        decision: Decision,
+        abandoned: bool,
+        then: Handoff | None = None,
     ) -> RunReport:
         update = ctx.take_progress()
         progress = update.as_json() if update else None
@@ -281,6 +353,7 @@ class Runner:
                     result=decision.result,
                     error=decision.error,
                     progress=progress,
+                    then=then,
                 )
         except StaleAttempt:
             return RunReport(job.id, Outcome.STALE, attempt, abandoned)
@@ -308,8 +381,11 @@ class Runner:
         result: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         progress: dict[str, Any] | None = None,
+        then: Handoff | None = None,
     ) -> Job:
         now = utcnow()
+        if then is not None and not job.webhook_url and then.send():
+            return await self._finish_and_claim(job, target, now, result, error, progress, then)
         return await self._move(
             lambda jobs: jobs.finish(
                 job.id, job.attempts, target, now, result=result, error=error, progress=progress
@@ -317,6 +393,40 @@ class Runner:
             # With a webhook, the delivery is written beside the end: two statements.
             single=not job.webhook_url,
         )
+
+    async def _finish_and_claim(
+        self,
+        job: Job,
+        target: JobStatus,
+        now: Any,
+        result: dict[str, Any] | None,
+        error: dict[str, Any] | None,
+        progress: dict[str, Any] | None,
+        then: Handoff,
+    ) -> Job:
+        """`_finish`, claiming `then`'s job in the same statement; both events in one trip."""
+        lease_until = self._lease_until()
+        finished, claimed = await self._write(
+            lambda jobs: jobs.finish_and_claim(
+                job.id,
+                job.attempts,
+                target,
+                now,
+                result=result,
+                error=error,
+                progress=progress,
+                next_id=then.job_id,
+                lease_until=lease_until,
+            ),
+            single=True,
+        )
+        then.returned, then.job = True, claimed
+        moved = [found for found in (finished, claimed) if found is not None]
+        if self.events is not None and moved:
+            self._announce(self.events, *moved)
+        if finished is None:
+            raise StaleAttempt(f"job {job.id}: expected running (attempt {job.attempts})")
+        return finished
 
     async def _fail(self, job: Job, message: str) -> RunReport:
         log.error("job %s: %s", job.id, message)

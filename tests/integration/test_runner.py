@@ -323,6 +323,47 @@ async def test_a_group_runs_in_turn_and_its_events_are_out_when_it_returns(
         assert statuses(await stream(redis, job.id)) == ["running", "succeeded"]
     finals = [await stored(sessions, job.id) for job in jobs]
     assert [f.started_at for f in finals] == sorted(f.started_at for f in finals if f.started_at)
+    # Each end claimed the next job in the same statement: one moment for both.
+    assert [f.started_at for f in finals[1:]] == [f.finished_at for f in finals[:-1]]
+    assert all(f.lease_expires_at is None and f.attempts == 1 for f in finals)
+
+
+async def test_an_end_that_finds_the_next_job_taken_skips_it_and_goes_on(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, EventBus(redis, 60))
+    first, taken, last = [await submitted(sessions, subject, "fine") for _ in range(3)]
+    await runner.run(taken.id)  # a duplicate message ran this one already
+    reports = await runner.run_many([first.id, taken.id, last.id], HandBack())
+    assert [r.outcome for r in reports] == [Outcome.SUCCEEDED, Outcome.SKIPPED, Outcome.SUCCEEDED]
+    assert statuses(await stream(redis, taken.id)) == ["running", "succeeded"]
+    assert (await stored(sessions, taken.id)).attempts == 1
+    ended, after = await stored(sessions, first.id), await stored(sessions, last.id)
+    # The claim of `last` was its own statement, after `taken` was found already run.
+    assert after.started_at is not None and ended.finished_at is not None
+    assert after.started_at > ended.finished_at
+    assert statuses(await stream(redis, last.id)) == ["running", "succeeded"]
+
+
+async def test_a_group_cancelled_after_an_end_claimed_the_next_job_hands_that_job_back(
+    settings: Settings, sessions: SessionFactory, subject: str, redis: Redis
+) -> None:
+    runner = Runner(sessions, REGISTRY, settings, SlowToEnd(redis, 60))
+    first, second = [await submitted(sessions, subject, "fine") for _ in range(2)]
+    group = asyncio.ensure_future(runner.run_many([first.id, second.id], HandBack()))
+    # The first has ended and claimed the second, whose handler waits for those events.
+    for _ in range(100):
+        if (await stored(sessions, second.id)).status == "running":
+            break
+        await asyncio.sleep(0.01)
+    group.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await group
+    assert (await stored(sessions, first.id)).status == "succeeded"
+    handed = await stored(sessions, second.id)
+    assert handed.status == "queued" and handed.error and handed.error["type"] == "worker_lost"
+    assert statuses(await stream(redis, second.id)) == ["running", "queued"]
+    assert runner._announcing == {}
 
 
 async def test_a_long_job_hands_the_unstarted_rest_of_its_group_back(
