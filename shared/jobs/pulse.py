@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.db.engine import SessionFactory, is_transient
@@ -21,6 +21,11 @@ from shared.jobs.states import JobStatus
 from shared.settings import Settings
 
 log = logging.getLogger("jobq.pulse")
+
+
+def lease_until(settings: Settings) -> datetime:
+    """When a lease taken or renewed now runs out."""
+    return utcnow() + timedelta(seconds=settings.lease_seconds)
 
 
 class LostOwnership(Exception):
@@ -44,9 +49,6 @@ class Heart:
         self.events = events
         self.job = job
         self.ctx = ctx
-
-    def lease_until(self) -> Any:
-        return utcnow() + timedelta(seconds=self.settings.lease_seconds)
 
     async def beat_until_done(self, task: asyncio.Future[Any]) -> Stop | None:
         """Returns why the handler was told to stop (None if it ended by itself).
@@ -102,7 +104,7 @@ class Heart:
                     job.id,
                     job.attempts,
                     update.as_json() if update else None,
-                    self.lease_until() if renew else None,
+                    lease_until(self.settings) if renew else None,
                 )
         except Exception as exc:
             if not is_transient(exc):

@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -30,7 +30,7 @@ from shared.errors import StaleAttempt
 from shared.events import EventBus
 from shared.jobs.context import JobContext
 from shared.jobs.outcome import Decision, Outcome, decide, error
-from shared.jobs.pulse import Heart, LostOwnership
+from shared.jobs.pulse import Heart, LostOwnership, lease_until
 from shared.jobs.registry import AnyKind, Registry
 from shared.jobs.service import utcnow
 from shared.jobs.states import ErrorType, JobStatus
@@ -207,7 +207,8 @@ class Runner:
                         raise StaleAttempt(f"job {job_id}: expected queued")
                 else:
                     job = await self._write(
-                        lambda jobs: jobs.claim(job_id, utcnow(), self._lease_until()), single=True
+                        lambda jobs: jobs.claim(job_id, utcnow(), lease_until(self.settings)),
+                        single=True,
                     )
                     # The running event goes out while the handler starts: nothing waits for
                     # its round trip but the attempt's next event, which must follow it.
@@ -232,9 +233,6 @@ class Runner:
                 finally:
                     if settle:
                         await self._announced(job)
-
-    def _lease_until(self) -> Any:
-        return utcnow() + timedelta(seconds=self.settings.lease_seconds)
 
     def _announce(self, events: EventBus, *jobs: Job) -> None:
         """Publish the attempts' status events in the background (in one round trip), each
@@ -398,14 +396,14 @@ class Runner:
         self,
         job: Job,
         target: JobStatus,
-        now: Any,
+        now: datetime,
         result: dict[str, Any] | None,
         error: dict[str, Any] | None,
         progress: dict[str, Any] | None,
         then: Handoff,
     ) -> Job:
         """`_finish`, claiming `then`'s job in the same statement; both events in one trip."""
-        lease_until = self._lease_until()
+        until = lease_until(self.settings)
         finished, claimed = await self._write(
             lambda jobs: jobs.finish_and_claim(
                 job.id,
@@ -416,7 +414,7 @@ class Runner:
                 error=error,
                 progress=progress,
                 next_id=then.job_id,
-                lease_until=lease_until,
+                lease_until=until,
             ),
             single=True,
         )
