@@ -30,6 +30,30 @@ log = logging.getLogger("jobq.events")
 EventType = Literal["snapshot", "progress", "status"]
 STREAM_MAXLEN = 1000
 
+# One call for a batch of events and the metrics they imply: each event is appended to its
+# job's stream (trimmed, its expiry renewed) and published, then each increment is applied.
+# The same commands as a pipeline of them, at about a third of the client's CPU per batch (the
+# client packs and parses one command instead of three per event and one per metric).
+# KEYS: the metrics hash, then each event's stream. ARGV: channel, maxlen, retention, the number
+# of events, each event's data, then (i|f, field, amount) for each increment.
+SEND_SCRIPT = """
+local channel, maxlen, retention, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+for n = 1, count do
+  local data = ARGV[4 + n]
+  redis.call('XADD', KEYS[1 + n], 'MAXLEN', '~', maxlen, '*', 'e', data)
+  redis.call('EXPIRE', KEYS[1 + n], retention)
+  redis.call('PUBLISH', channel, data)
+end
+for n = 5 + count, #ARGV, 3 do
+  if ARGV[n] == 'i' then
+    redis.call('HINCRBY', KEYS[1], ARGV[n + 1], ARGV[n + 2])
+  else
+    redis.call('HINCRBYFLOAT', KEYS[1], ARGV[n + 1], ARGV[n + 2])
+  end
+end
+return count
+"""
+
 
 class JobEvent(BaseModel):
     type: EventType
@@ -71,6 +95,7 @@ class EventBus:
         self.redis = redis
         self.retention = retention_seconds
         self.channel = events_channel(redis_db(redis))
+        self._script = redis.register_script(SEND_SCRIPT)
 
     async def publish(self, owner: str, *events: JobEvent) -> None:
         """Append to each job's stream and broadcast. Never raises: Postgres is the record."""
@@ -87,21 +112,16 @@ class EventBus:
     ) -> None:
         if not events:
             return
+        keys: list[str] = [JOB_METRICS]
+        args: list[str | int | float] = [self.channel, STREAM_MAXLEN, self.retention, len(events)]
+        for owner, event in events:
+            keys.append(event_stream(event.job_id))
+            args.append(Envelope(owner=owner, event=event).model_dump_json())
+        for job in moved:
+            for name, amount in increments(job, ran=ran):
+                args += ("i" if isinstance(amount, int) else "f", name, amount)
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for owner, event in events:
-                    data = Envelope(owner=owner, event=event).model_dump_json()
-                    key = event_stream(event.job_id)
-                    pipe.xadd(key, {"e": data}, maxlen=STREAM_MAXLEN, approximate=True)
-                    pipe.expire(key, self.retention)
-                    pipe.publish(self.channel, data)
-                for job in moved:
-                    for name, amount in increments(job, ran=ran):
-                        if isinstance(amount, int):
-                            pipe.hincrby(JOB_METRICS, name, amount)
-                        else:
-                            pipe.hincrbyfloat(JOB_METRICS, name, amount)
-                await pipe.execute()
+            await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             log.warning("could not publish %d event(s): %s", len(events), exc)
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from api.main import create_app
 from shared.settings import Settings
@@ -37,3 +38,13 @@ async def own_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app), client_of(app) as client:
         yield client
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client of the tests' Redis database."""
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -57,13 +57,6 @@ async def test_active_jobs_over_the_quota_get_429(
     assert codes == [202, 202, 202, 429]
 
 
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_concurrent_hits_share_round_trips_and_each_is_decided_in_turn(
     redis: Redis, subject: str
 ) -> None:

@@ -51,13 +51,6 @@ async def sessions(private: Settings) -> AsyncIterator[SessionFactory]:
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def pruner(sessions: SessionFactory, private: Settings, redis: Redis) -> Pruner:
     """JOBQ_RESULT_TTL at its default, 7 days."""
     assert private.result_ttl == 7 * 24 * 3600

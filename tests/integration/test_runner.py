@@ -203,15 +203,6 @@ async def test_an_end_with_a_webhook_commits_with_its_delivery_or_not_at_all(
     assert final.status == "running" and final.finished_at is None
 
 
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
 async def submitted(sessions: SessionFactory, subject: str, kind: str) -> Job:
     async with sessions.begin() as session:
         return await JobService(JobRepository(session), REGISTRY).submit(
