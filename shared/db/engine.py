@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import (
@@ -41,6 +45,43 @@ def single_statements(sessions: SessionFactory) -> SessionFactory:
     )
 
 
+class Disconnected(ConnectionError):
+    """A plain statement's connection closed under it (a transient error: see is_transient)."""
+
+
+class Statements:
+    """Plain statements on the engine's pool, without a session: each borrows a pooled
+    connection, runs on asyncpg directly in autocommit, and gives it back.
+
+    For the hottest statements of a job's life (its claim and its end), where a session and
+    SQLAlchemy's Connection around a statement cost more than its round trip. Errors come as
+    asyncpg's (see `is_transient`), but for a connection found closed after one: that is
+    discarded, not pooled again, and the error comes as Disconnected.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def rows(self, sql: str, *params: Any) -> list[Mapping[str, Any]]:
+        pooled = await self.engine.raw_connection()
+        try:
+            driver = pooled.driver_connection
+            assert driver is not None
+            try:
+                return list(await driver.fetch(sql, *params))
+            except Exception as exc:
+                if not driver.is_closed():
+                    raise
+                pooled.invalidate(exc)
+                raise Disconnected(f"the database connection closed: {exc}") from exc
+        finally:
+            pooled.close()
+
+    async def row(self, sql: str, *params: Any) -> Mapping[str, Any] | None:
+        found = await self.rows(sql, *params)
+        return found[0] if found else None
+
+
 # SQLSTATE classes of errors that pass: connection exceptions, insufficient resources (too
 # many connections), operator intervention (shutting down, starting up).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
@@ -50,6 +91,8 @@ def is_transient(exc: BaseException) -> bool:
     """Whether a database error means "unreachable for now" rather than "this is wrong"."""
     if isinstance(exc, OSError | OperationalError | InterfaceError | PoolTimeout):
         return True
+    if isinstance(exc, asyncpg.PostgresError):  # asyncpg's own, from `Statements`
+        return str(exc.sqlstate)[:2] in TRANSIENT_SQLSTATE_CLASSES
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True

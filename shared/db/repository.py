@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from shared.db.engine import Statements
 from shared.db.models import Job, WebhookDelivery
 from shared.errors import StaleAttempt
 from shared.jobs.states import JobStatus, can_transition, is_terminal
@@ -196,13 +197,34 @@ class Pulse:
 
 
 class JobRepository:
+    """Jobs in Postgres, in a session; or, made with `direct`, only the methods that are one
+    plain statement (claim, finish, finish_and_claim, save_progress with something to write),
+    each on a pooled connection of its own, without a session."""
+
     def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+        self._session: AsyncSession | None = session
+        self.statements: Statements | None = None
+
+    @classmethod
+    def direct(cls, statements: Statements) -> JobRepository:
+        repository = cls.__new__(cls)
+        repository._session, repository.statements = None, statements
+        return repository
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise RuntimeError("this repository runs single plain statements only")
+        return self._session
 
     async def _plain(self, sql: str, *params: Any) -> Any:
-        """In an autocommit session (`single_statements`), run `sql` as it is and return its
-        row (None if none matched); the string NOT_SINGLE in a transaction, which the ORM
-        must keep driving. Errors come as SQLAlchemy's, a dead connection is discarded."""
+        """In an autocommit session (`single_statements`) or `direct`, run `sql` as it is and
+        return its row (None if none matched); the string NOT_SINGLE in a transaction, which
+        the ORM must keep driving. Errors come as SQLAlchemy's in a session, asyncpg's
+        direct; either way a dead connection is discarded."""
+        if self.statements is not None:
+            row = await self.statements.row(sql, *params)
+            return None if row is None else dict(row)
         connection = await self.session.connection()
         options = connection.sync_engine.get_execution_options()
         if options.get("isolation_level") != "AUTOCOMMIT":
@@ -422,14 +444,16 @@ class JobRepository:
         each None where its row had moved on (the other still happens)."""
         if not can_transition(JobStatus.RUNNING, target):
             raise ValueError(f"illegal transition running -> {target}")
-        connection = await self._autocommit()
         encoded = None if progress is None else _json(progress)
-        params = (job_id, attempt, target.value, now, _json(result), _json(error), encoded)
-        rows = await connection.exec_driver_sql(
-            FINISH_AND_CLAIM_SQL, (*params, next_id, lease_until)
-        )
+        ended = (job_id, attempt, target.value, now, _json(result), _json(error), encoded)
+        params = (*ended, next_id, lease_until)
+        if self.statements is not None:
+            rows: Any = await self.statements.rows(FINISH_AND_CLAIM_SQL, *params)
+        else:
+            connection = await self._autocommit()
+            rows = (await connection.exec_driver_sql(FINISH_AND_CLAIM_SQL, params)).mappings()
         found: dict[bool, Job] = {}
-        for row in rows.mappings():
+        for row in rows:
             values = dict(row)
             claim = values.pop("claimed")
             found[claim] = Job(**values)

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from shared.db.engine import SessionFactory, is_transient, single_statements
+from shared.db.engine import SessionFactory, Statements, is_transient, single_statements
 from shared.db.models import Job
 from shared.db.repository import JobRepository
 from shared.errors import StaleAttempt
@@ -96,6 +96,7 @@ class Runner:
         self.sessions = sessions
         # Claims, progress and most ends are one UPDATE each (see `_write`).
         self.single = single_statements(sessions)
+        self.statements = Statements(sessions.kw["bind"])
         self.registry = registry
         self.settings = settings
         self.events = events
@@ -462,14 +463,16 @@ class Runner:
     ) -> T:
         """One transaction; retried while the database is unreachable, for a bounded time.
 
-        `single`: the operation is one statement, run without BEGIN and COMMIT around it.
+        `single`: the operation is one plain statement, run without a session, BEGIN or
+        COMMIT around it (`JobRepository.direct`).
         """
-        sessions = self.single if single else self.sessions
         delay = 0.25
         deadline = asyncio.get_running_loop().time() + RECORD_RETRY_SECONDS
         while True:
             try:
-                async with sessions.begin() as session:
+                if single:
+                    return await operation(JobRepository.direct(self.statements))
+                async with self.sessions.begin() as session:
                     return await operation(JobRepository(session))
             except Exception as exc:
                 if not is_transient(exc) or asyncio.get_running_loop().time() + delay > deadline:
