@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -83,6 +84,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(JobqError, handle_jobq_error)
     app.add_exception_handler(DBAPIError, handle_database_error)
+    # asyncpg's own, from the statements run without a session (shared.db.engine.Statements).
+    app.add_exception_handler(asyncpg.PostgresError, handle_database_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     for error in UNAVAILABLE:
         app.add_exception_handler(error, handle_unavailable)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -198,8 +198,9 @@ class Pulse:
 
 class JobRepository:
     """Jobs in Postgres, in a session; or, made with `direct`, only the methods that are one
-    plain statement (claim, finish, finish_and_claim, save_progress with something to write),
-    each on a pooled connection of its own, without a session."""
+    plain statement (insert_capped, insert_claiming, claim, finish, finish_and_claim,
+    save_progress with something to write), each on a pooled connection of its own, without a
+    session. Errors then come as asyncpg's (see shared.db.engine.Statements)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session: AsyncSession | None = session
@@ -250,13 +251,12 @@ class JobRepository:
         returns each owner's active count before the statement (empty without a cap)."""
         if not jobs:
             return {}
-        connection = await self._autocommit()
         arrays = _columns(jobs)
         if cap is None:
-            await connection.exec_driver_sql(INSERT_JOBS_SQL, tuple(arrays))
+            await self._rows(INSERT_JOBS_SQL, *arrays)
             return {}
-        result = await connection.exec_driver_sql(INSERT_CAPPED_JOBS_SQL, (*arrays, cap))
-        return {row.owner: int(row.active) for row in result}
+        rows = await self._rows(INSERT_CAPPED_JOBS_SQL, *arrays, cap)
+        return {row["owner"]: int(row["active"]) for row in rows}
 
     async def insert_claiming(
         self,
@@ -272,7 +272,6 @@ class JobRepository:
         only if it took its key. Returns the (owner, key) pairs taken; or, with a `cap`, None
         and nothing written if some owner's active jobs and all its jobs here could go over
         it (the caller then decides entry by entry)."""
-        connection = await self._autocommit()
         arrays = [
             *_columns(jobs),
             [None if pair is None else pair[0] for pair in keys],
@@ -281,12 +280,23 @@ class JobRepository:
         sql, params = INSERT_CLAIMING_SQL, [*arrays, now, expired_before]
         if cap is not None:
             sql, params = INSERT_CLAIMING_CAPPED_SQL, [*params, cap]
-        result = await connection.exec_driver_sql(sql, tuple(params))
-        rows = result.all()
-        if not rows[0].ok:
+        rows = await self._rows(sql, *params)
+        if not rows[0]["ok"]:
             return None
         ids = {job.id for job in jobs}
-        return {(row.owner, row.key) for row in rows if row.key is not None and row.job_id in ids}
+        return {
+            (row["owner"], row["key"])
+            for row in rows
+            if row["key"] is not None and row["job_id"] in ids
+        }
+
+    async def _rows(self, sql: str, *params: Any) -> Sequence[Mapping[str, Any]]:
+        """`sql` as it is, in an autocommit session or `direct`: its rows, as mappings."""
+        if self.statements is not None:
+            return await self.statements.rows(sql, *params)
+        connection = await self._autocommit()
+        result = await connection.exec_driver_sql(sql, params)
+        return list(result.mappings())
 
     async def _autocommit(self) -> Any:
         connection = await self.session.connection()
@@ -447,13 +457,8 @@ class JobRepository:
         encoded = None if progress is None else _json(progress)
         ended = (job_id, attempt, target.value, now, _json(result), _json(error), encoded)
         params = (*ended, next_id, lease_until)
-        if self.statements is not None:
-            rows: Any = await self.statements.rows(FINISH_AND_CLAIM_SQL, *params)
-        else:
-            connection = await self._autocommit()
-            rows = (await connection.exec_driver_sql(FINISH_AND_CLAIM_SQL, params)).mappings()
         found: dict[bool, Job] = {}
-        for row in rows:
+        for row in await self._rows(FINISH_AND_CLAIM_SQL, *params):
             values = dict(row)
             claim = values.pop("claimed")
             found[claim] = Job(**values)

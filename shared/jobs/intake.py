@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from shared.aio import cancel_and_wait
-from shared.db.engine import SessionFactory, is_transient, single_statements
+from shared.db.engine import SessionFactory, Statements, is_transient
 from shared.db.idempotency import Claim, IdempotencyKeys
 from shared.db.models import Job
 from shared.db.repository import JobRepository
@@ -93,7 +93,8 @@ class Intake:
         failpoints: Collection[str] = (),
     ) -> None:
         self.sessions = sessions
-        self.single = single_statements(sessions)
+        # Each batch is one plain statement, without a session (see JobRepository.direct).
+        self.statements = Statements(sessions.kw["bind"])
         self.events = events
         self.hand_over = hand_over
         self.max_active = max_active
@@ -233,10 +234,9 @@ class Intake:
         keys = [
             None if entry.key is None else (entry.key, entry.request_hash or "") for entry in batch
         ]
-        async with self.single.begin() as session:
-            taken = await JobRepository(session).insert_claiming(
-                [entry.job for entry in batch], keys, now, now - IDEMPOTENCY_TTL, self.max_active
-            )
+        taken = await JobRepository.direct(self.statements).insert_claiming(
+            [entry.job for entry in batch], keys, now, now - IDEMPOTENCY_TTL, self.max_active
+        )
         if taken is None:
             return None
         self.claiming_statements += 1
@@ -316,10 +316,9 @@ class Intake:
     async def _statement(self, batch: list[Entry]) -> Settled:
         """A batch without Idempotency-Keys: its jobs and the quota check in one statement,
         its own transaction (no BEGIN and COMMIT round trips)."""
-        async with self.single.begin() as session:
-            active = await JobRepository(session).insert_capped(
-                [entry.job for entry in batch], self.max_active
-            )
+        active = await JobRepository.direct(self.statements).insert_capped(
+            [entry.job for entry in batch], self.max_active
+        )
         if self.max_active is None:
             return Settled(new=batch)
         # The statement let in the same entries as this decides, from the same counts.

@@ -7,12 +7,12 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from redis.asyncio import Redis
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
 
 from shared.db.engine import SessionFactory
 from shared.db.idempotency import IdempotencyKeys
@@ -285,7 +285,7 @@ async def test_an_over_long_value_is_refused_not_cut(
     intake_, _ = intake
     long = prepared(subject)
     long.request_id = "r" * 129  # the column holds 128
-    with pytest.raises(DBAPIError, match="too long"):
+    with pytest.raises(asyncpg.StringDataRightTruncationError, match="too long"):
         await intake_.submit(long)
     async with sessions() as session:
         cut = await session.scalar(
