@@ -6,13 +6,14 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from api.main import create_app
 from cli.servers import free_port
-from shared.db.engine import SessionFactory
+from shared.db.engine import SessionFactory, Statements
 from shared.db.repository import JobRepository
 from shared.settings import Settings
 from tests.conftest import auth
@@ -59,6 +60,22 @@ async def test_submit_with_database_down_is_503(
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert (await broken_client.get("/jobs", headers=auth(token))).status_code == 503
+
+
+async def test_a_database_shutting_down_under_a_submission_is_503(
+    client: httpx.AsyncClient, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's statement runs on asyncpg directly: its errors are asyncpg's own."""
+
+    async def shutting_down(self: Statements, sql: str, *params: object) -> None:
+        raise asyncpg.AdminShutdownError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(Statements, "rows", shutting_down)
+    response = await client.post(
+        "/jobs", json={"kind": "echo", "params": {"message": "x"}}, headers=auth(token)
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
 
 
 @pytest.mark.parametrize("broken_client", ["redis", "amqp"], indirect=True)
