@@ -63,7 +63,7 @@ class Statements:
         self.engine = engine
 
     async def rows(self, sql: str, *params: Any) -> list[Mapping[str, Any]]:
-        pooled = await self.engine.raw_connection()
+        pooled = await self._checkout()
         try:
             driver = pooled.driver_connection
             assert driver is not None
@@ -76,6 +76,18 @@ class Statements:
                 raise Disconnected(f"the database connection closed: {exc}") from exc
         finally:
             pooled.close()
+
+    async def _checkout(self) -> Any:
+        """A pooled connection. A failure to connect comes as SQLAlchemy's error, as it would
+        from a session: the driver's connect errors reach here in its DB-API wrapper only."""
+        dialect = self.engine.dialect
+        try:
+            return await self.engine.raw_connection()
+        except dialect.loaded_dbapi.Error as exc:
+            wrapped = DBAPIError.instance(
+                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            )
+            raise wrapped from exc
 
     async def row(self, sql: str, *params: Any) -> Mapping[str, Any] | None:
         found = await self.rows(sql, *params)

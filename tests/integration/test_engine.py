@@ -3,14 +3,19 @@ plain statements run without one."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
-from sqlalchemy import text
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.db.engine import (
     Disconnected,
     SessionFactory,
     Statements,
+    create_engine,
     is_transient,
     single_statements,
 )
@@ -82,6 +87,19 @@ async def test_a_connection_killed_under_a_statement_is_dropped_not_pooled(
     assert failures <= 1
     again = await statements.row("SELECT pg_backend_pid() AS pid")
     assert again is not None and again["pid"] != pid["pid"]
+
+
+async def test_a_failed_connect_comes_as_sqlalchemys_error(settings: Settings) -> None:
+    missing = make_url(settings.database_url).set(database=f"missing_{uuid.uuid4().hex[:8]}")
+    engine = create_engine(
+        settings.model_copy(update={"database_url": missing.render_as_string(False)})
+    )
+    try:
+        with pytest.raises(DBAPIError, match="does not exist") as raised:
+            await Statements(engine).rows("SELECT 1")
+        assert not is_transient(raised.value)  # a missing database is not an outage
+    finally:
+        await engine.dispose()
 
 
 def test_asyncpg_errors_pass_or_not_by_their_class() -> None:
