@@ -53,10 +53,11 @@ class Statements:
     """Plain statements on the engine's pool, without a session: each borrows a pooled
     connection, runs on asyncpg directly in autocommit, and gives it back.
 
-    For the hottest statements of a job's life (its claim and its end), where a session and
-    SQLAlchemy's Connection around a statement cost more than its round trip. Errors come as
-    asyncpg's (see `is_transient`), but for a connection found closed after one: that is
-    discarded, not pooled again, and the error comes as Disconnected.
+    For the hottest statements (a batch of submissions, a job's claim and its end), where a
+    session and SQLAlchemy's Connection around a statement cost more than its round trip.
+    A statement's errors come as asyncpg's (see `is_transient`), but for a connection found
+    closed after one: that is discarded, not pooled again, and the error comes as
+    Disconnected. A failure to connect comes as SQLAlchemy's, as from a session.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:

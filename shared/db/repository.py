@@ -221,8 +221,8 @@ class JobRepository:
     async def _plain(self, sql: str, *params: Any) -> Any:
         """In an autocommit session (`single_statements`) or `direct`, run `sql` as it is and
         return its row (None if none matched); the string NOT_SINGLE in a transaction, which
-        the ORM must keep driving. Errors come as SQLAlchemy's in a session, asyncpg's
-        direct; either way a dead connection is discarded."""
+        the ORM must keep driving. Errors come as SQLAlchemy's in a session, mostly asyncpg's
+        direct (see Statements); either way a dead connection is discarded."""
         if self.statements is not None:
             row = await self.statements.row(sql, *params)
             return None if row is None else dict(row)

@@ -11,7 +11,7 @@ statement sees: batches committed at the same moment by other API processes are 
 and can take a subject a few jobs over it. Under load the batches grow by themselves, and a round
 trip, a commit and its WAL flush are shared by all the jobs in it.
 
-After the commit the jobs' events go out in one Redis pipeline, then each request gets its
+After the commit the jobs' events go out in one Redis call, then each request gets its
 answer, and the heavy jobs due now go to Celery over one producer in one thread hop while the
 next batch commits (one hand-over at a time, so a slow broker slows the intake rather than
 piling up messages in memory).
