@@ -1,9 +1,15 @@
 """One Redis subscription per API process, fanned out to every watcher in the process.
 
+The subscription is held while the process has watchers: the first one opens it, and it closes
+once none has been left for `LINGER` seconds (checked every idle round). A process nobody
+watches through (most of them, when clients poll) then neither wakes for nor reads the events
+of every job in the cluster.
+
 Each watcher gets a bounded queue. A watcher that falls behind loses its queued events and is
 told to resynchronise (it reloads the job from Postgres), so a slow client never holds up the
-others nor grows memory without bound. When the subscription drops, the hub reconnects and
-tells every watcher to resynchronise, since events may have passed while it was away.
+others nor grows memory without bound. Whenever the subscription takes hold (the first time,
+or again after it dropped) every watcher is told to resynchronise: events may have gone out
+between its snapshot and that moment.
 """
 
 from __future__ import annotations
@@ -57,6 +63,9 @@ class Quiet:
 
 # The hub's connection is named, so operators (and tests) can find it in CLIENT LIST.
 HUB_CLIENT_NAME = "jobq-hub"
+# How long the subscription outlives the process's last watcher, for the next one (a client
+# reconnecting, the dashboard moving between pages) to find it open.
+LINGER = 30.0
 Item = Wire | Resync | Quiet
 
 
@@ -131,32 +140,70 @@ class Subscription:
 
 class Hub:
     def __init__(
-        self, redis_url: str, *, queue_size: int, max_per_subject: int, idle: float
+        self,
+        redis_url: str,
+        *,
+        queue_size: int,
+        max_per_subject: int,
+        idle: float,
+        linger: float = LINGER,
     ) -> None:
         self.redis_url = redis_url
         self.queue_size = queue_size
         self.max_per_subject = max_per_subject
         self.idle = idle
+        self.linger = linger
         self._by_job: dict[uuid.UUID, set[Subscription]] = defaultdict(set)
         self._firehose: set[Subscription] = set()
         self._per_subject: dict[str, int] = defaultdict(int)
         self._task: asyncio.Task[None] | None = None
         self._rounds: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._started = False
+        # When the last watcher left (loop time); None while someone watches.
+        self._unwatched_since: float | None = None
         self.connected = asyncio.Event()
-        self.reconnects = 0
+        self.connects = 0
 
     @property
     def watchers(self) -> int:
         return sum(self._per_subject.values())
 
+    @property
+    def subscribed(self) -> bool:
+        """Whether the subscription is held (or being opened): someone watches, or did lately."""
+        return self._task is not None
+
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="jobq-hub")
+        """The idle rounds start now; the subscription with the first watcher."""
+        self._started = True
         self._rounds = asyncio.create_task(self._idle_rounds(), name="jobq-hub-idle")
+        if self.watchers:
+            self._watched()
 
     async def stop(self) -> None:
-        for task in (self._task, self._rounds):
+        self._started = False
+        for task in (self._task, self._rounds, *self._closing):
             if task is not None:
                 await cancel_and_wait(task)
+        self._task = None
+
+    def _watched(self) -> None:
+        self._unwatched_since = None
+        if self._started and (self._task is None or self._task.done()):
+            self._task = asyncio.create_task(self._run(), name="jobq-hub")
+
+    def _release_if_unwatched(self, now: float) -> None:
+        """Close the subscription once no one has watched for `linger` seconds."""
+        since = self._unwatched_since
+        if self._task is None or since is None or now - since < self.linger:
+            return
+        task, self._task, self._unwatched_since = self._task, None, None
+        # An event the closing subscription still delivers to a watcher that came meanwhile
+        # is one it also gets from the new one: watchers skip a seq they have already sent.
+        closing = asyncio.create_task(cancel_and_wait(task), name="jobq-hub-close")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _idle_rounds(self) -> None:
         while True:
@@ -165,6 +212,7 @@ class Hub:
             for group in (*self._by_job.values(), self._firehose):
                 for subscription in group:
                     subscription.idle_round(now)
+            self._release_if_unwatched(now)
 
     @contextlib.contextmanager
     def subscribe(self, principal: Principal, job_id: uuid.UUID | None) -> Iterator[Subscription]:
@@ -174,6 +222,7 @@ class Hub:
         group = self._by_job[job_id] if job_id is not None else self._firehose
         group.add(subscription)
         self._per_subject[principal.subject] += 1
+        self._watched()
         try:
             yield subscription
         finally:
@@ -183,6 +232,8 @@ class Hub:
             self._per_subject[principal.subject] -= 1
             if not self._per_subject[principal.subject]:
                 del self._per_subject[principal.subject]
+            if not self._per_subject:
+                self._unwatched_since = asyncio.get_running_loop().time()
 
     def deliver(self, envelope: Envelope) -> None:
         wire: Wire | None = None
@@ -212,9 +263,10 @@ class Hub:
             try:
                 async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(events_channel(redis_db(redis)))
-                    if self.reconnects:
-                        self._resync_all()
-                    self.reconnects += 1
+                    # Watchers that came before the subscription held, or while it was away,
+                    # may have missed events: each reloads from Postgres.
+                    self._resync_all()
+                    self.connects += 1
                     self.connected.set()
                     delay = 0.1
                     await self._listen(pubsub)
