@@ -28,11 +28,12 @@ LINGER = 0.3
 
 @pytest.fixture
 def hub_url(settings: Settings) -> str:
-    """A Redis database of these tests' own, so that the hubs counted are theirs alone (another
-    test's API process may still hold a subscription in the tests' database)."""
+    """The next Redis database (the one `own_broker` uses, flushed around each of its tests), so
+    that the hubs counted are these tests' alone: an API process of another test may still hold
+    a subscription in the tests' database."""
     parts = urlsplit(settings.redis_url)
     db = int(parts.path.strip("/") or 0)
-    return urlunsplit(parts._replace(path=f"/{(db + 1) % 16}"))
+    return urlunsplit(parts._replace(path=f"/{db + 1 if db < 15 else db - 1}"))
 
 
 @pytest.fixture
